@@ -1,0 +1,9 @@
+"""DiT Layer Lab: run a diffusion transformer's blocks in any order, probe them, LoRA them."""
+
+WEB_DIRECTORY = "./js"
+
+
+async def comfy_entrypoint():
+    from .nodes import LayerLabExtension
+
+    return LayerLabExtension()

@@ -1,0 +1,1 @@
+"""The pack's logic on plain torch: no ComfyUI import anywhere below this package."""

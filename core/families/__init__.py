@@ -1,0 +1,68 @@
+"""What is special about each model family, one module each; ``detect`` picks one for a loaded model."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Mapping
+
+from torch import nn
+
+from ..plan import PlanError, Steps
+
+
+def no_check(stream: str, steps: Steps, n_blocks: int) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def no_per_call(dit: nn.Module, orders: Mapping[str, Steps]):
+    yield None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    classes: tuple[str, ...]  # "module.Class" of the diffusion models it covers, matched exactly
+    block_lists: dict[str, str]  # stream -> attribute of the diffusion model holding its blocks
+    replace_kinds: dict[str, str] = field(default_factory=dict)  # stream -> patches_replace["dit"] kind
+    control_keys: dict[str, str] = field(default_factory=dict)  # stream -> ControlNet residual list
+    check_order: Callable[[str, Steps, int], None] = no_check  # raises PlanError for an order it cannot run
+    # per_call(dit, orders) -> context manager, entered around each planned call; yields the
+    # select_member hook of parallel steps, or None
+    per_call: Callable[[nn.Module, Mapping[str, Steps]], ContextManager] = no_per_call
+
+    def block_counts(self, dit: nn.Module) -> dict[str, int]:
+        return {stream: len(getattr(dit, self.block_lists[stream], None) or ())
+                for stream in ("double_blocks", "single_blocks")}
+
+
+def unwrap(diffusion_model: nn.Module) -> nn.Module:
+    """The module itself, also under torch.compile."""
+    return getattr(diffusion_model, "_orig_mod", diffusion_model)
+
+
+def all_families() -> tuple[Family, ...]:
+    from .auraflow import AURAFLOW
+    from .chroma import CHROMA
+    from .flux import FLUX
+    from .sd3 import SD3
+
+    return FLUX, CHROMA, SD3, AURAFLOW
+
+
+def by_name(name: str) -> Family:
+    for family in all_families():
+        if family.name == name:
+            return family
+    raise KeyError(name)
+
+
+def detect(diffusion_model: nn.Module) -> Family:
+    cls = type(unwrap(diffusion_model))
+    qualified = f"{cls.__module__}.{cls.__qualname__}"
+    for family in all_families():
+        if qualified in family.classes:
+            return family
+    names = ", ".join(f.name for f in all_families())
+    raise PlanError(f"DiT Layer Lab supports {names}; this model's diffusion model is {qualified}")

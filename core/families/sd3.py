@@ -1,0 +1,29 @@
+"""SD3 and SD3.5: ``joint_blocks`` is the double stream; there is no single stream.
+
+The last joint block is built ``pre_only``: it updates the image stream and returns no text
+stream, so any block after it would receive ``context=None``.
+"""
+
+from . import Family
+from ..plan import PlanError, Steps, format_steps
+
+
+def check_order(stream: str, steps: Steps, n_blocks: int) -> None:
+    last = n_blocks - 1
+    if stream != "double_blocks" or n_blocks == 0:
+        return
+    runs = [position for position, step in enumerate(steps) if last in step]
+    if runs and (runs != [len(steps) - 1] or steps[-1] != (last,)):
+        raise PlanError(
+            f"SD3 joint block {last} is the last block: it returns no text stream, so it can only run "
+            f"once, alone, as the last step, or be left out (order asked: {format_steps(steps)})")
+
+
+SD3 = Family(
+    name="SD3",
+    classes=("comfy.ldm.modules.diffusionmodules.mmdit.OpenAISignatureMMDITWrapper",),
+    block_lists={"double_blocks": "joint_blocks"},
+    replace_kinds={"double_blocks": "double_block"},
+    control_keys={"double_blocks": "output"},
+    check_order=check_order,
+)

@@ -1,0 +1,10 @@
+"""The pack's ComfyUI nodes (V3 schema). Thin: each one reads its inputs and calls ``core``."""
+
+from comfy_api.latest import ComfyExtension, io
+
+from .reorder import REORDER_NODES
+
+
+class LayerLabExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [*REORDER_NODES]

@@ -1,0 +1,155 @@
+"""Tiny random-weight DiT models built from ComfyUI's own classes, for CPU tests.
+
+Needs the setup done by ``tests/comfy/conftest.py``. Every builder returns a
+``comfy.model_patcher.ModelPatcher`` (float32, CPU) as ComfyUI's loaders do; the BaseModel is
+``patcher.model`` and the DiT ``patcher.model.diffusion_model``. Weight patch keys look like
+``diffusion_model.double_blocks.0.img_attn.qkv.weight``.
+
+Like ComfyUI's server, which runs every prompt under ``torch.inference_mode()``, models are built
+and sampled in inference mode: the weights are inference tensors, so they cannot be modified in
+place outside inference mode (patch them through the ModelPatcher instead).
+"""
+
+import itertools
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sample
+import comfy.supported_models
+
+HIDDEN = 64
+HEADS = 2
+AXES_DIM = [8, 12, 12]  # sums to HIDDEN // HEADS
+CONTEXT_DIM = 32
+POOLED_DIM = 32
+WEIGHT_STD = 0.05
+
+
+def tiny_flux(double=3, single=4, seed=0):
+    """Flux.1-dev layout (guidance embedding, pooled vector input): double_blocks / single_blocks."""
+    return _build(comfy.supported_models.Flux, {
+        "image_model": "flux", "guidance_embed": True,
+        "in_channels": 16, "out_channels": 16, "patch_size": 2,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": POOLED_DIM,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [],
+        "yak_mlp": False, "txt_norm": False,
+        "depth": double, "depth_single_blocks": single,
+    }, seed)
+
+
+def tiny_chroma(double=3, single=4, seed=0):
+    """Chroma: Flux blocks without per-block modulation; an approximator makes all modulations."""
+    # forward_orig always computes 344 modulation vectors (the real 19/38 layout) and slices them
+    # by block index, so a model may not need more than that.
+    if 3 * single + 12 * double + 2 > 344:
+        raise ValueError("Chroma's 344 modulation vectors cannot cover that many blocks")
+    return _build(comfy.supported_models.Chroma, {
+        "image_model": "chroma",
+        "in_channels": 64, "out_channels": 64, "patch_size": 2,  # channels counted after 2x2 patching
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [],
+        "in_dim": 64,  # fixed by forward_orig: 16 (timestep) + 16 (guidance) + 32 (mod index)
+        "out_dim": HIDDEN, "hidden_dim": 32, "n_layers": 2,
+        "depth": double, "depth_single_blocks": single,
+    }, seed)
+
+
+def tiny_sd3(joint=4, seed=0):
+    """SD3: joint_blocks, the last of which is pre_only (returns context None)."""
+    depth = 2  # MMDiT fixes 64-wide heads: hidden = 64 * depth, heads = depth
+    return _build(comfy.supported_models.SD3, {
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "input_size": None,
+        "depth": depth, "num_blocks": joint,
+        "adm_in_channels": POOLED_DIM,
+        "context_embedder_config": {
+            "target": "torch.nn.Linear", "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth},
+        },
+        "num_patches": 16 * 16, "pos_embed_max_size": 16, "pos_embed_scaling_factor": None,
+        "x_block_self_attn_layers": [],
+    }, seed)
+
+
+def tiny_auraflow(double=2, single=3, seed=0):
+    """AuraFlow: double_layers (MMDiTBlock) then single_layers (DiTBlock)."""
+    return _build(comfy.supported_models.AuraFlow, {
+        "in_channels": 4, "out_channels": 4, "patch_size": 2,
+        "dim": HIDDEN, "n_heads": HEADS, "global_conddim": HIDDEN,
+        "cond_seq_dim": CONTEXT_DIM, "max_seq": 16 * 16,
+        "n_double_layers": double, "n_layers": double + single,
+    }, seed)
+
+
+FAMILIES = {"flux": tiny_flux, "chroma": tiny_chroma, "sd3": tiny_sd3, "auraflow": tiny_auraflow}
+
+
+def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
+    """Return (positive, negative) in CLIPTextEncode's format: ``[[context, {"pooled_output": ...}]]``.
+
+    ``pooled_output`` is None for models without a pooled input (Chroma, AuraFlow); ``guidance``
+    is added (as the FluxGuidance node does) for models with a guidance embedding.
+    """
+    config = model.model.model_config.unet_config
+    if "context_embedder_config" in config:
+        context_dim, pooled_dim = config["context_embedder_config"]["params"]["in_features"], config["adm_in_channels"]
+    elif "cond_seq_dim" in config:
+        context_dim, pooled_dim = config["cond_seq_dim"], None
+    else:
+        context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
+    generator = torch.Generator().manual_seed(seed)
+
+    def one():
+        extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
+        if config.get("guidance_embed"):
+            extra["guidance"] = guidance
+        return [[torch.randn(batch, tokens, context_dim, generator=generator), extra]]
+
+    return one(), one()
+
+
+def latent(model, h=16, w=16, batch=1):
+    """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels."""
+    channels = model.get_model_object("latent_format").latent_channels
+    return torch.zeros(batch, channels, h, w)
+
+
+def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler="euler", scheduler="simple", **kwargs):
+    """Run ``comfy.sample.sample`` as the KSampler node does and return the output latent.
+
+    Extra keyword arguments (``denoise``, ``callback``, ``sigmas`` ...) go to ``comfy.sample.sample``.
+    """
+    with torch.inference_mode():
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                   seed=seed, disable_pbar=True, **kwargs)
+
+
+def _build(config_class, unet_config, seed):
+    config = config_class(unet_config)
+    config.set_inference_dtype(torch.float32, None)
+    with torch.inference_mode():
+        model = config.get_model({})
+        _randomize(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+def _randomize(module, seed):
+    # comfy ops skip initialisation, so every parameter and buffer starts as torch.empty garbage.
+    generator = torch.Generator().manual_seed(seed)
+    norm_weights = {
+        id(p)
+        for m in module.modules() if "norm" in type(m).__name__.lower()
+        for name, p in m.named_parameters(recurse=False) if name != "bias"
+    }
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point():
+            noise = torch.randn(tensor.shape, generator=generator) * WEIGHT_STD
+            tensor.copy_(noise + 1 if id(tensor) in norm_weights else noise)
