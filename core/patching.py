@@ -13,6 +13,9 @@ from .families import Family, by_name, detect, unwrap
 from .rewrite import LayerPlan
 
 KEY = "dit_layer_lab"
+# transformer_options[OBSERVER_KEY], when set, has wrap_step(stream, position, step, module) -> module;
+# every call then runs through the executor with each executed step wrapped (the probe uses it).
+OBSERVER_KEY = "dit_layer_lab_observer"
 APPLY_MODEL = "apply_model"  # comfy.patcher_extension.WrappersMP.APPLY_MODEL
 
 
@@ -55,16 +58,20 @@ def with_rewrites(model_patcher, make_rewrites):
 
 def run_with_plan(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
     plan: LayerPlan | None = transformer_options.get(KEY)
-    if plan is None or not plan.rewrites:
+    observer = transformer_options.get(OBSERVER_KEY)
+    if plan is None or not (plan.rewrites or observer):
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     base_model = executor.class_obj
     if plan.windowed:
         active = plan.active_at_sigma(float(t.reshape(-1)[0]), base_model.model_sampling.percent_to_sigma)
     else:
         active = plan.all_active
-    orders = plan.orders(active)
+    if observer is None:
+        orders, wrap_step = plan.orders(active), None
+    else:
+        orders, wrap_step = plan.compose(active), observer.wrap_step
     if not orders:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     dit = unwrap(base_model.diffusion_model)
-    with planned_order(dit, family_of(plan), orders, transformer_options, control) as (options, control):
+    with planned_order(dit, family_of(plan), orders, transformer_options, control, wrap_step) as (options, control):
         return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
