@@ -66,12 +66,14 @@ def run_with_plan(executor, x, t, c_concat=None, c_crossattn=None, control=None,
         active = plan.active_at_sigma(float(t.reshape(-1)[0]), base_model.model_sampling.percent_to_sigma)
     else:
         active = plan.all_active
+    family = family_of(plan)
     if observer is None:
         orders, wrap_step = plan.orders(active), None
     else:
-        orders, wrap_step = plan.compose(active), observer.wrap_step
+        orders = {s: steps for s, steps in plan.compose(active).items() if s in family.block_lists}
+        wrap_step = observer.wrap_step
     if not orders:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     dit = unwrap(base_model.diffusion_model)
-    with planned_order(dit, family_of(plan), orders, transformer_options, control, wrap_step) as (options, control):
+    with planned_order(dit, family, orders, transformer_options, control, wrap_step) as (options, control):
         return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
