@@ -31,9 +31,13 @@ class Family:
     # per_call(dit, orders) -> context manager, entered around each planned call; yields the
     # select_member hook of parallel steps, or None
     per_call: Callable[[nn.Module, Mapping[str, Steps]], ContextManager] = no_per_call
+    # stream -> ((parameter, part), ...): the block's leading parameters that carry hidden states,
+    # in the order the block also returns them (a tensor for one, a tuple for several); ``part``
+    # names the tokens ("image", "text", "text+image"). The probe reads states through it.
+    hidden_states: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
-        return {stream: len(getattr(dit, self.block_lists[stream], None) or ())
+        return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0
                 for stream in ("double_blocks", "single_blocks")}
 
 

@@ -7,4 +7,5 @@ AURAFLOW = Family(
     classes=("comfy.ldm.aura.mmdit.MMDiT",),
     block_lists={"double_blocks": "double_layers", "single_blocks": "single_layers"},
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
+    hidden_states={"double_blocks": (("c", "text"), ("x", "image")), "single_blocks": (("cx", "text+image"),)},
 )

@@ -62,4 +62,5 @@ CHROMA = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     per_call=follow_modulations,
+    hidden_states={"double_blocks": (("img", "image"), ("txt", "text")), "single_blocks": (("x", "text+image"),)},
 )

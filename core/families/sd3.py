@@ -26,4 +26,6 @@ SD3 = Family(
     replace_kinds={"double_blocks": "double_block"},
     control_keys={"double_blocks": "output"},
     check_order=check_order,
+    # JointBlock takes (context, x) positionally; the pre_only last block returns context None
+    hidden_states={"double_blocks": (("context", "text"), ("x", "image"))},
 )

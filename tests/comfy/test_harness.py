@@ -74,3 +74,13 @@ def test_weight_patch_changes_output_and_unload_restores_every_weight():
     assert after.keys() == before.keys()
     assert [k for k in before if not torch.equal(after[k], before[k])] == []
     assert torch.equal(tm.sample(base, positive, negative, latent), reference)
+
+
+def test_comfyui_runs_on_cpu_with_stand_ins_that_fail_loudly():
+    assert comfy.model_management.get_torch_device().type == "cpu"
+    import torchvision.transforms.functional as TF
+
+    if TF.__spec__.origin is not None:
+        pytest.skip("the real torchvision is installed")
+    with pytest.raises(AttributeError, match="stand-in"):
+        TF.resize

@@ -121,11 +121,12 @@ def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler=
 
     Extra keyword arguments (``denoise``, ``callback``, ``sigmas`` ...) go to ``comfy.sample.sample``.
     """
+    kwargs.setdefault("disable_pbar", True)
     with torch.inference_mode():
         latent = comfy.sample.fix_empty_latent_channels(model, latent)
         noise = comfy.sample.prepare_noise(latent, seed)
         return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                   seed=seed, disable_pbar=True, **kwargs)
+                                   seed=seed, **kwargs)
 
 
 def _build(config_class, unet_config, seed):

@@ -1,0 +1,284 @@
+"""The reorder nodes on ComfyUI's own models, ModelPatcher and sampler.
+
+Each planned run is compared with a reference built here without the pack's executor: a twin of
+the model (built again from the same seed) whose block lists are physically rebuilt in the planned
+order (parallel steps by a test-local averaging module), sampled the same way.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import comfy.model_management
+from dit_layer_lab.core.plan import PlanError, parse_steps
+from dit_layer_lab.nodes.reorder import (LayerLabParallel, LayerLabPlan, LayerLabRepeat, LayerLabReverse,
+                                         LayerLabShuffle, LayerLabSkip)
+from dit_layer_lab.core.rewrite import shuffle_steps
+from dit_layer_lab.tests.comfy import tiny_models as tm
+
+# family -> (builder, attribute of each stream)
+FAMILIES = {
+    "flux": (lambda: tm.tiny_flux(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
+    "chroma": (lambda: tm.tiny_chroma(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
+    "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
+    "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
+}
+
+# (node, stream, first, last, extra inputs, what replaces first..last, exact?)
+STRATEGIES = {
+    "skip": (LayerLabSkip, "double_blocks", 1, 2, {}, (), True),
+    "repeat": (LayerLabRepeat, "double_blocks", 0, 2, {"layer": -1, "count": -1}, ((1,),) * 3, True),
+    "reverse": (LayerLabReverse, "double_blocks", 0, 2, {}, ((2,), (1,), (0,)), True),
+    "parallel": (LayerLabParallel, "double_blocks", 0, 2, {"loops": 1}, ((0, 1, 2),), False),
+    "looped parallel": (LayerLabParallel, "single_blocks", 1, 3, {"loops": 3}, ((1, 2, 3),) * 3, False),
+    "shuffle": (LayerLabShuffle, "single_blocks", 0, 3, {"seed": 5}, shuffle_steps(0, 3, seed=5), True),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request):
+    build, streams = FAMILIES[request.param]
+    model = build()
+    positive, negative = tm.conditioning(model)
+    return request.param, model, streams, (positive, negative, tm.latent(model))
+
+
+def twin(name):
+    return FAMILIES[name][0]()
+
+
+def run(model, inputs, **kwargs):
+    positive, negative, latent = inputs
+    return tm.sample(model, positive, negative, latent, **kwargs)
+
+
+class Average(nn.Module):
+    """The paper's parallel step, written independently of the pack: mean of each block on the same input."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, *args, **kwargs):
+        fresh = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+        outs = [b(*map(fresh, args), **{k: fresh(v) for k, v in kwargs.items()}) for b in self.blocks]
+        if isinstance(outs[0], tuple):
+            return tuple(sum(o[i] for o in outs) / len(outs) for i in range(len(outs[0])))
+        return sum(outs) / len(outs)
+
+
+def reference_model(name, orders):
+    """A twin of the model of family ``name`` whose block lists are rebuilt in the planned order."""
+    model, streams = twin(name), FAMILIES[name][1]
+    dit = model.model.diffusion_model
+    for stream, steps in orders.items():
+        blocks = getattr(dit, streams[stream])
+        setattr(dit, streams[stream], nn.ModuleList(
+            blocks[s[0]] if len(s) == 1 else Average([blocks[i] for i in s]) for s in steps))
+    if hasattr(dit, "get_modulations") and orders:  # Chroma slices modulations by loop position
+        original = dit.get_modulations
+        where = {kind: orders.get(stream) for kind, stream in
+                 (("double_img", "double_blocks"), ("double_txt", "double_blocks"), ("single", "single_blocks"))}
+
+        def get_modulations(tensor, block_type, *, idx=0):
+            steps = where.get(block_type)
+            if steps is None:
+                return original(tensor, block_type, idx=idx)
+            assert len(steps[idx]) == 1, "the Chroma reference covers sequential orders only"
+            return original(tensor, block_type, idx=steps[idx][0])
+
+        dit.get_modulations = get_modulations
+    return model
+
+
+def test_all_plan_is_bit_identical_to_the_unpatched_model(family):
+    _, model, _, inputs = family
+    patched, summary = LayerLabPlan.execute(model, "all", "all", 0.0, 1.0).args
+    assert torch.equal(run(patched, inputs), run(model, inputs))
+    assert "= all" in summary
+
+
+def test_identity_order_through_the_executor_is_bit_identical(family):
+    _, model, streams, inputs = family
+    counts = {s: len(getattr(model.model.diffusion_model, a)) for s, a in streams.items()}
+    # "(0-N)" expands to the original order; the observer hook forces the swap path for every stream
+    from dit_layer_lab.core.patching import OBSERVER_KEY, with_rewrites
+
+    class PassThrough:
+        def wrap_step(self, stream, position, step, module):
+            return module
+
+    patched, _ = with_rewrites(model, lambda c: [])
+    patched.model_options["transformer_options"][OBSERVER_KEY] = PassThrough()
+    assert counts
+    assert torch.equal(run(patched, inputs), run(model, inputs))
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_equals_independent_reference(family, name):
+    family_name, model, streams, inputs = family
+    node, stream, first, last, extra, middle, exact = STRATEGIES[name]
+    if stream not in streams:
+        pytest.skip(f"{family_name} has no {stream}")
+    if family_name == "chroma" and not exact:
+        pytest.skip("covered by test_chroma_parallel_gives_each_member_its_modulation")
+    n = len(getattr(model.model.diffusion_model, streams[stream]))
+    if family_name == "sd3" and last >= n - 1:
+        pytest.skip("SD3's last block must stay last")
+    patched, summary = node.execute(model, stream=stream, first=first, last=last,
+                                    start_percent=0.0, end_percent=1.0, **extra).args
+    order = tuple((i,) for i in range(first)) + middle + tuple((i,) for i in range(last + 1, n))
+    expected = run(reference_model(family_name, {stream: order}), inputs)
+    got = run(patched, inputs)
+    assert not torch.equal(got, run(model, inputs))
+    if exact:
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_chroma_parallel_gives_each_member_its_modulation():
+    model = tm.tiny_chroma(double=3, single=4)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    patched, _ = LayerLabParallel.execute(model, stream="single_blocks", first=1, last=2, loops=1,
+                                          start_percent=0.0, end_percent=1.0).args
+    dit = model.model.diffusion_model
+    reference = twin("chroma")
+    ref = reference.model.diffusion_model
+    blocks = ref.single_blocks
+    original = ref.get_modulations
+
+    class ChromaAverage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([blocks[1], blocks[2]])
+
+        def forward(self, x, vec, pe, attn_mask=None, transformer_options={}):
+            outs = [b(x.clone(), vec=original(self.mods, "single", idx=i), pe=pe, attn_mask=attn_mask,
+                      transformer_options=transformer_options) for b, i in zip(self.blocks, (1, 2))]
+            return sum(outs) / 2
+
+    average = ChromaAverage()
+
+    def get_modulations(tensor, block_type, *, idx=0):
+        if block_type == "single":
+            average.mods = tensor
+            idx = (0, None, 3)[idx]
+            if idx is None:
+                return None
+        return original(tensor, block_type, idx=idx)
+
+    ref.single_blocks = nn.ModuleList([blocks[0], average, blocks[3]])
+    ref.get_modulations = get_modulations
+    expected = run(reference, inputs)
+    torch.testing.assert_close(run(patched, inputs), expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(dit.single_blocks[1], type(dit.single_blocks[0]))
+
+
+def test_lora_patch_stays_on_its_block_and_weights_restore_after_unload():
+    model = tm.tiny_flux(double=3, single=4)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    key = "diffusion_model.double_blocks.0.img_attn.qkv.weight"
+    delta = torch.randn(before[key].shape, generator=torch.Generator().manual_seed(3)) * 0.2
+    lora = model.clone()
+    lora.add_patches({key: (delta,)}, 1.0)
+    patched, _ = LayerLabPlan.execute(lora, "2-0", "3, [0-2]*2", 0.0, 1.0).args
+    got = run(patched, inputs)
+
+    reference = reference_model("flux", {
+        "double_blocks": parse_steps("2-0", 3), "single_blocks": parse_steps("3, [0-2]*2", 4)})
+    with torch.inference_mode():
+        reference.model.diffusion_model.double_blocks[2].img_attn.qkv.weight += delta  # position 2 runs block 0
+    torch.testing.assert_close(got, run(reference, inputs), rtol=1e-5, atol=1e-5)
+
+    comfy.model_management.unload_all_models()
+    after = model.model.state_dict()
+    assert [k for k in before if not torch.equal(after[k], before[k])] == []
+    assert list(after) == list(before)
+
+
+def test_the_input_model_is_unchanged(family):
+    _, model, streams, inputs = family
+    before = run(model, inputs)
+    lists = {a: getattr(model.model.diffusion_model, a) for a in streams.values()}
+    options = copy.deepcopy(model.model_options)
+    patched, _ = LayerLabSkip.execute(model, stream="double_blocks", first=0, last=1,
+                                      start_percent=0.0, end_percent=1.0).args
+    assert not torch.equal(run(patched, inputs), before)
+    assert torch.equal(run(model, inputs), before)
+    assert {a: getattr(model.model.diffusion_model, a) for a in streams.values()} == lists
+    assert model.model_options == options
+
+
+def test_lists_are_restored_when_sampling_fails_midway():
+    model = tm.tiny_flux(double=3, single=4)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    dit = model.model.diffusion_model
+    lists = (dit.double_blocks, dit.single_blocks)
+    patched, _ = LayerLabPlan.execute(model, "2-0", "[0-3]*2", 0.0, 1.0).args
+    calls = []
+
+    def fail_on_second_call(args, extra):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted mid-sampling")
+        return extra["original_block"](args)
+
+    patched.set_model_patch_replace(fail_on_second_call, "dit", "double_block", 1)
+    with pytest.raises(RuntimeError, match="interrupted mid-sampling"):
+        run(patched, inputs)
+    assert (dit.double_blocks, dit.single_blocks) == lists
+    assert all(type(b).__name__ == "DoubleStreamBlock" for b in dit.double_blocks)
+
+
+def test_window_outside_the_schedule_changes_nothing_and_a_half_window_changes_something():
+    model = tm.tiny_flux(double=3, single=4)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    plain = run(model, inputs, steps=4)
+    never, _ = LayerLabSkip.execute(model, stream="single_blocks", first=0, last=3,
+                                    start_percent=1.0, end_percent=1.0).args
+    assert torch.equal(run(never, inputs, steps=4), plain)
+    always, _ = LayerLabSkip.execute(model, stream="single_blocks", first=0, last=3,
+                                     start_percent=0.0, end_percent=1.0).args
+    half, summary = LayerLabSkip.execute(model, stream="single_blocks", first=0, last=3,
+                                         start_percent=0.5, end_percent=1.0).args
+    got = run(half, inputs, steps=4)
+    assert not torch.equal(got, plain) and not torch.equal(got, run(always, inputs, steps=4))
+    assert "sampling 50%-100%: single_blocks = none" in summary
+
+
+def test_errors_are_raised_at_the_node():
+    model = tm.tiny_sd3(joint=5)
+    with pytest.raises(PlanError, match="valid double_blocks indices are 0-4"):
+        LayerLabPlan.execute(model, "0-5", "all", 0.0, 1.0)
+    with pytest.raises(PlanError, match="SD3 joint block 4 is the last block"):
+        LayerLabReverse.execute(model, stream="double_blocks", first=2, last=4, start_percent=0.0, end_percent=1.0)
+    with pytest.raises(PlanError, match="valid single_blocks indices are none"):
+        LayerLabSkip.execute(model, stream="single_blocks", first=0, last=0, start_percent=0.0, end_percent=1.0)
+    reversed_model, _ = LayerLabReverse.execute(model, stream="double_blocks", first=0, last=2,
+                                                start_percent=0.0, end_percent=1.0).args
+    with pytest.raises(PlanError, match="order so far: 2-0, 3-4"):
+        LayerLabSkip.execute(reversed_model, stream="double_blocks", first=1, last=2, start_percent=0.0, end_percent=1.0)
+
+
+def test_unsupported_model_names_the_supported_families():
+    model = tm.tiny_flux()
+    other = model.clone()
+    other.add_object_patch("diffusion_model", nn.Linear(2, 2))
+    with pytest.raises(PlanError, match="supports Flux, Chroma, SD3, AuraFlow; .* torch.nn.modules.linear.Linear"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+
+def test_stacked_nodes_compose_and_summarize():
+    model = tm.tiny_flux(double=3, single=4)
+    first, _ = LayerLabParallel.execute(model, stream="single_blocks", first=0, last=1, loops=2,
+                                        start_percent=0.0, end_percent=1.0).args
+    second, summary = LayerLabReverse.execute(first, stream="single_blocks", first=2, last=3,
+                                              start_percent=0.0, end_percent=1.0).args
+    assert "single_blocks = [0-1]*2, 3-2" in summary
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    expected = run(reference_model("flux", {"single_blocks": parse_steps("[0-1]*2, 3-2", 4)}), inputs)
+    torch.testing.assert_close(run(second, inputs), expected, rtol=1e-5, atol=1e-5)
