@@ -1,7 +1,5 @@
 """DiT Layer Lab: run a diffusion transformer's blocks in any order, probe them, LoRA them."""
 
-WEB_DIRECTORY = "./js"
-
 
 async def comfy_entrypoint():
     from .nodes import LayerLabExtension
