@@ -2,9 +2,10 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .lora import LORA_NODES
 from .reorder import REORDER_NODES
 
 
 class LayerLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*REORDER_NODES]
+        return [*REORDER_NODES, *LORA_NODES]

@@ -6,7 +6,8 @@ import pathlib
 import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-REORDER_IDS = {"LayerLabPlan", "LayerLabSkip", "LayerLabRepeat", "LayerLabReverse", "LayerLabParallel", "LayerLabShuffle"}
+NODE_IDS = {"LayerLabPlan", "LayerLabSkip", "LayerLabRepeat", "LayerLabReverse", "LayerLabParallel", "LayerLabShuffle",
+            "LayerLabLoraBlocks", "LayerLabLoraBlocksSave"}
 
 
 def test_comfyui_loads_the_pack_from_custom_nodes(tmp_path):
@@ -15,7 +16,7 @@ def test_comfyui_loads_the_pack_from_custom_nodes(tmp_path):
     folder.symlink_to(ROOT, target_is_directory=True)
     assert asyncio.run(nodes.load_custom_node(str(folder)))
     ours = {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items() if k.startswith("LayerLab")}
-    assert REORDER_IDS <= set(ours)
+    assert NODE_IDS <= set(ours)
     for node_id, cls in ours.items():
         info = cls.GET_NODE_INFO_V1()
         assert info["category"] == "layer_lab", node_id
