@@ -5,11 +5,13 @@ accumulator sees the states of one evaluation in row order (``add``), then ``end
 most one evaluation's worth of states, however many evaluations it sees:
 
 - ``PerStepCosine`` (``per_step``, the paper's way): the cosine matrix of each evaluation, averaged
-  over the batch, then over the evaluations. It keeps the current evaluation's states (normalised)
-  and a running sum of matrices.
+  over the batch, then over the evaluations. It keeps the current evaluation's states and a running
+  sum of matrices. From the second evaluation on, when the row count is known, the states go into
+  one preallocated ``[rows, samples, features]`` tensor, so that each evaluation's Gram matrix is
+  one matrix product per sample rather than a Python loop over pairs.
 - ``StepMeanCosine`` (``step_mean``, the seed experiment's way): each row's state averaged over the
   evaluations, then the cosine matrix of those means, averaged over the batch. It keeps a running
-  sum per row.
+  sum per row, updated in place.
 
 A state of norm zero has cosine 0 with every state, itself included.
 """
@@ -49,15 +51,20 @@ def flat_copy(state: torch.Tensor, rows: torch.Tensor | None, tokens: torch.Tens
     return flat.to(torch.float32, copy=not copied)
 
 
-def cosine_matrix(states: list[torch.Tensor]) -> torch.Tensor:
-    """``[L, L]`` float64: the mean over samples of the cosine between rows i and j (states ``[B, D]``)."""
+def cosine_matrix(states) -> torch.Tensor:
+    """``[L, L]`` float64: the mean over samples of the cosine between rows i and j.
+
+    ``states``: a list of ``[B, D]`` tensors, or one ``[L, B, D]`` tensor.
+    """
     gram = _gram(states)
     norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
     return (gram / (norms[:, :, None] * norms[:, None, :]).clamp_min(EPS)).mean(0)
 
 
-def _gram(states: list[torch.Tensor]) -> torch.Tensor:
-    """``[B, L, L]`` float64 dot products, one pair at a time so that no state is copied."""
+def _gram(states) -> torch.Tensor:
+    """``[B, L, L]`` float64 dot products, without copying a state."""
+    if isinstance(states, torch.Tensor):
+        return torch.stack([states[:, b] @ states[:, b].T for b in range(states.shape[1])]).double().cpu()
     n, batch = len(states), states[0].shape[0]
     gram = torch.zeros(batch, n, n, dtype=torch.float64, device=states[0].device)
     for j, state in enumerate(states):
@@ -68,30 +75,56 @@ def _gram(states: list[torch.Tensor]) -> torch.Tensor:
     return gram.cpu()
 
 
+def _check_size(state: torch.Tensor, first: torch.Tensor) -> None:
+    if state.shape != first.shape:
+        raise ProbeError(f"hidden states of one evaluation differ in size ({tuple(state.shape)} after "
+                         f"{tuple(first.shape)}); the probe compares states of one size only")
+
+
+def _rows_error(rows: int, before: int) -> ProbeError:
+    return ProbeError(f"this evaluation ran {rows} rows after {before} before; the probe needs the same rows "
+                      "in every evaluation")
+
+
 class PerStepCosine:
     def __init__(self):
         self.total: torch.Tensor | None = None
         self.count = 0
-        self._states: list[torch.Tensor] = []
+        self._first: list[torch.Tensor] = []  # the first evaluation's states
+        self._rows: torch.Tensor | None = None  # [L, B, D], from the second evaluation on
+        self._length = 0
+        self._row = 0
 
     def add(self, state: torch.Tensor) -> None:
-        if self._states and state.shape != self._states[0].shape:
-            raise ProbeError(f"hidden states of one evaluation differ in size ({tuple(state.shape)} after "
-                             f"{tuple(self._states[0].shape)}); the probe compares states of one size only")
-        self._states.append(state)
+        if self.count == 0:
+            if self._first:
+                _check_size(state, self._first[0])
+            self._first.append(state)
+        else:
+            if self._rows is None:
+                self._rows = torch.empty((self._length, *state.shape), dtype=state.dtype, device=state.device)
+            if self._row >= self._length:
+                raise _rows_error(self._row + 1, self._length)
+            _check_size(state, self._rows[0])
+            with torch.inference_mode(self._rows.is_inference()):
+                self._rows[self._row].copy_(state)
+        self._row += 1
 
     def end(self) -> None:
-        if not self._states:
+        if self._row == 0:
             return
-        matrix = cosine_matrix(self._states)
-        if self.total is not None and matrix.shape != self.total.shape:
-            raise ProbeError(f"this evaluation ran {matrix.shape[0]} rows after {self.total.shape[0]} before")
+        if self.count == 0:
+            matrix, self._length, self._first = cosine_matrix(self._first), len(self._first), []
+        elif self._row != self._length:
+            raise _rows_error(self._row, self._length)
+        else:
+            matrix = cosine_matrix(self._rows)
         self.total = matrix if self.total is None else self.total + matrix
         self.count += 1
-        self._states = []
+        self._row = 0
 
     def discard(self) -> None:
-        self._states = []
+        self._first, self._row = [], 0  # rows written into the buffer are overwritten next time
 
     def result(self) -> torch.Tensor:
         if not self.count:
@@ -100,7 +133,7 @@ class PerStepCosine:
 
     @property
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self._states)
+        return sum(s.nbytes for s in self._first) + (0 if self._rows is None else self._rows.nbytes)
 
 
 class StepMeanCosine:
@@ -111,22 +144,23 @@ class StepMeanCosine:
 
     def add(self, state: torch.Tensor) -> None:
         if self.count == 0:
-            if self.sums and state.shape != self.sums[0].shape:
-                raise ProbeError(f"hidden states of one evaluation differ in size ({tuple(state.shape)} after "
-                                 f"{tuple(self.sums[0].shape)}); the probe compares states of one size only")
+            if self.sums:
+                _check_size(state, self.sums[0])
             self.sums.append(state)
         else:
-            if self._row >= len(self.sums) or state.shape != self.sums[self._row].shape:
-                raise ProbeError("an evaluation's hidden states differ in number or size from the first "
-                                 "evaluation's; step_mean can only average states of one layout")
-            self.sums[self._row] = self.sums[self._row] + state
+            if self._row >= len(self.sums):
+                raise _rows_error(self._row + 1, len(self.sums))
+            total = self.sums[self._row]
+            _check_size(state, total)
+            with torch.inference_mode(total.is_inference()):
+                total.add_(state)
         self._row += 1
 
     def end(self) -> None:
         if self._row == 0:
             return
         if self._row != len(self.sums):
-            raise ProbeError(f"this evaluation ran {self._row} rows after {len(self.sums)} before")
+            raise _rows_error(self._row, len(self.sums))
         self.count += 1
         self._row = 0
 
