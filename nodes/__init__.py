@@ -3,9 +3,10 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .lora import LORA_NODES
+from .probe import PROBE_NODES
 from .reorder import REORDER_NODES
 
 
 class LayerLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*REORDER_NODES, *LORA_NODES]
+        return [*REORDER_NODES, *PROBE_NODES, *LORA_NODES]

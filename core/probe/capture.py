@@ -83,6 +83,11 @@ class Track:
         self._labels: list[str] = []
         self._steps: list[Step | None] = []
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the current evaluation recorded rows."""
+        return bool(self._labels)
+
     def add(self, label: str, step: Step | None, state: torch.Tensor) -> None:
         self.accumulator.add(state)
         self._labels.append(label)
@@ -173,8 +178,7 @@ class Probe:
             for track in tracks:
                 track.discard()
             return
-        recorded = [track for track in tracks if track._labels]
-        if recorded:
+        if any(track.recorded for track in tracks):
             for track in tracks:
                 track.end()
             self.evaluations += 1

@@ -18,6 +18,8 @@ A state of norm zero has cosine 0 with every state, itself included.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 EPS = 1e-12
@@ -64,7 +66,9 @@ def cosine_matrix(states) -> torch.Tensor:
 def _gram(states) -> torch.Tensor:
     """``[B, L, L]`` float64 dot products, without copying a state."""
     if isinstance(states, torch.Tensor):
-        return torch.stack([states[:, b] @ states[:, b].T for b in range(states.shape[1])]).double().cpu()
+        with _full_float32():
+            gram = torch.stack([states[:, b] @ states[:, b].T for b in range(states.shape[1])]).double().cpu()
+        return (gram + gram.transpose(1, 2)) / 2  # a matrix product need not round (i, j) as (j, i)
     n, batch = len(states), states[0].shape[0]
     gram = torch.zeros(batch, n, n, dtype=torch.float64, device=states[0].device)
     for j, state in enumerate(states):
@@ -73,6 +77,17 @@ def _gram(states) -> torch.Tensor:
             gram[:, i, j] = dots
             gram[:, j, i] = dots
     return gram.cpu()
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """float32 matrix products without TF32 (which ComfyUI may enable), for the Gram matrix only."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _check_size(state: torch.Tensor, first: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_IDS = {"LayerLabPlan", "LayerLabSkip", "LayerLabRepeat", "LayerLabReverse", "LayerLabParallel", "LayerLabShuffle",
-            "LayerLabLoraBlocks", "LayerLabLoraBlocksSave"}
+            "LayerLabSimilarityProbe", "LayerLabLoraBlocks", "LayerLabLoraBlocksSave"}
 
 
 def test_comfyui_loads_the_pack_from_custom_nodes(tmp_path):

@@ -1,0 +1,197 @@
+"""The similarity probe node on ComfyUI's own models, ModelPatcher and sampler."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management
+from dit_layer_lab.core.probe import ProbeError
+from dit_layer_lab.nodes.probe import LayerLabSimilarityProbe
+from dit_layer_lab.nodes.reorder import LayerLabPlan
+from dit_layer_lab.tests.comfy import tiny_models as tm
+
+STEPS, CFG, SEED = 2, 2.0, 7
+
+# family -> (builder, {report key: rows}) for the original order (rows = "in" + one per block)
+FAMILIES = {
+    "flux": (lambda: tm.tiny_flux(double=3, single=4),
+             {"double_blocks/image": 4, "double_blocks/text": 4, "single_blocks": 5}),
+    "chroma": (lambda: tm.tiny_chroma(double=2, single=2),
+               {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    # the last joint block is pre_only: no text output, so the text matrix has one row less
+    "sd3": (lambda: tm.tiny_sd3(joint=4), {"double_blocks/image": 5, "double_blocks/text": 4}),
+    "auraflow": (lambda: tm.tiny_auraflow(double=2, single=3),
+                 {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
+}
+
+
+def probe(model, inputs, aggregate="per_step", max_tokens=16):
+    positive, negative, latent = inputs
+    with torch.inference_mode():
+        output = LayerLabSimilarityProbe.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, CFG,
+                                                 "euler", "simple", 1.0, aggregate, max_tokens)
+    image, sampled, report = output.args
+    return image, sampled, json.loads(report)
+
+
+def plain(model, inputs):
+    positive, negative, latent = inputs
+    return tm.sample(model, positive, negative, latent, seed=SEED, steps=STEPS, cfg=CFG)
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request):
+    build, rows = FAMILIES[request.param]
+    model = build()
+    positive, negative = tm.conditioning(model)
+    return request.param, model, rows, (positive, negative, tm.latent(model))
+
+
+def test_end_to_end_and_the_model_is_unchanged(family):
+    name, model, rows, inputs = family
+    weights = {k: v.clone() for k, v in model.model.state_dict().items()}
+    options = repr(model.model_options)
+    dit = model.model.diffusion_model
+    lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks",
+                                                     "double_layers", "single_layers") if hasattr(dit, attr)}
+    before = plain(model, inputs)
+
+    image, sampled, report = probe(model, inputs)
+
+    assert image.dtype == torch.float32 and image.ndim == 4 and image.shape[0] == 1 and image.shape[3] == 3
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert torch.equal(sampled["samples"], before)  # probing does not change what is sampled
+    assert report["family"] == {"flux": "Flux", "chroma": "Chroma", "sd3": "SD3", "auraflow": "AuraFlow"}[name]
+    assert (report["steps"], report["evaluations"], report["aggregate"], report["max_tokens"]) == (
+        STEPS, STEPS, "per_step", 16)
+    assert {key: len(entry["labels"]) for key, entry in report["streams"].items()} == rows
+    for key, entry in report["streams"].items():
+        matrix = np.array(entry["matrix"])
+        assert matrix.shape == (rows[key], rows[key])
+        assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 1.0, atol=1e-5)
+        assert entry["labels"] == ["in", *map(str, range(rows[key] - 1))]
+        covered = [r for g in entry["groups"] for r in range(g["rows"][0], g["rows"][1] + 1)]
+        assert covered == list(range(1, rows[key]))
+        assert entry["tokens"] == min(16, entry["total_tokens"])
+
+    assert torch.equal(plain(model, inputs), before)
+    assert repr(model.model_options) == options
+    assert all(getattr(dit, attr) is blocks for attr, blocks in lists.items())
+    after = model.model.state_dict()
+    assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)
+
+
+class Recording:
+    """Records every Flux block's input and output through ComfyUI's own block-replace patches."""
+
+    def __init__(self, model):
+        self.states = {"double_blocks/image": [], "double_blocks/text": [], "single_blocks": []}
+        self.model = model.clone()
+        dit = model.model.diffusion_model
+        for kind, count in (("double_block", len(dit.double_blocks)), ("single_block", len(dit.single_blocks))):
+            for i in range(count):
+                self.model.set_model_patch_replace(self.patch(kind, i), "dit", kind, i)
+
+    def keep(self, key, tensor, options):
+        chunks = options["cond_or_uncond"]
+        size = tensor.shape[0] // len(chunks)
+        rows = [k * size + r for k, c in enumerate(chunks) if c == 0 for r in range(size)]
+        self.states[key].append(tensor[rows].float().clone())
+
+    def patch(self, kind, i):
+        def replace(args, extra):
+            options = args["transformer_options"]
+            if kind == "double_block":
+                if i == 0:
+                    self.keep("double_blocks/image", args["img"], options)
+                    self.keep("double_blocks/text", args["txt"], options)
+                out = extra["original_block"](args)
+                self.keep("double_blocks/image", out["img"], options)
+                self.keep("double_blocks/text", out["txt"], options)
+            else:
+                if i == 0:
+                    self.keep("single_blocks", args["img"], options)
+                out = extra["original_block"](args)
+                self.keep("single_blocks", out["img"], options)
+            return out
+        return replace
+
+
+def cosine(rows):
+    flat = [r.reshape(r.shape[0], -1).double() for r in rows]
+    return np.array([[F.cosine_similarity(a, b, dim=1).mean().item() for b in flat] for a in flat])
+
+
+@pytest.mark.parametrize("aggregate", ["per_step", "step_mean"])
+def test_flux_matrices_equal_states_recorded_with_comfyui_patches(aggregate):
+    model = tm.tiny_flux(double=3, single=4)
+    positive, negative = tm.conditioning(model)
+    inputs = (positive, negative, tm.latent(model))
+    recording = Recording(model)
+    plain(recording.model, inputs)
+    _, _, report = probe(model, inputs, aggregate, max_tokens=0)
+    for key, states in recording.states.items():
+        rows = len(report["streams"][key]["labels"])
+        per_step = [states[s * rows:(s + 1) * rows] for s in range(STEPS)]
+        if aggregate == "per_step":
+            expected = sum(cosine(rows) for rows in per_step) / STEPS
+        else:
+            expected = cosine([torch.stack(column).mean(0) for column in zip(*per_step)])
+        assert np.allclose(report["streams"][key]["matrix"], expected, atol=1e-5), key
+
+
+@pytest.mark.parametrize("build", [tm.tiny_flux, tm.tiny_chroma], ids=["flux", "chroma"])
+def test_a_planned_model_is_probed_in_its_execution_order(build):
+    model = build(double=3, single=4)
+    planned = LayerLabPlan.execute(model, "2, 0-1, 1", "[0-1], 3", 0.0, 1.0).args[0]
+    positive, negative = tm.conditioning(model)
+    image, sampled, report = probe(planned, (positive, negative, tm.latent(model)))
+    streams = report["streams"]
+    assert streams["double_blocks/image"]["labels"] == ["in", "2", "0", "1", "1#2"]
+    assert streams["double_blocks/text"]["labels"] == ["in", "2", "0", "1", "1#2"]
+    assert streams["single_blocks"]["labels"] == ["in", "[0-1]", "3"]
+    groups = streams["double_blocks/image"]["groups"]
+    assert [i for g in groups for i in range(g["rows"][0], g["rows"][1] + 1)] == [1, 2, 3, 4]
+    assert "double_blocks = 2, 0, 1*2" in report["order"]
+    assert torch.equal(sampled["samples"], plain(planned, (positive, negative, tm.latent(model))))
+
+
+def test_bad_inputs_fail_before_sampling_and_name_the_choices():
+    model = tm.tiny_flux(double=2, single=2)
+    positive, negative = tm.conditioning(model)
+    inputs = (positive, negative, tm.latent(model))
+    with pytest.raises(ProbeError, match="choose one of per_step, step_mean"):
+        probe(model, inputs, aggregate="average")
+    windowed = LayerLabPlan.execute(model, "1, 0", "all", 0.0, 0.5).args[0]
+    with pytest.raises(ProbeError, match="changes the block order during sampling"):
+        probe(windowed, inputs)
+
+
+def test_an_interrupt_stops_the_probe_and_leaves_the_model_clean():
+    model = tm.tiny_flux(double=2, single=2)
+    positive, negative = tm.conditioning(model)
+    inputs = (positive, negative, tm.latent(model))
+    before = plain(model, inputs)
+    dit = model.model.diffusion_model
+    lists = dit.double_blocks, dit.single_blocks
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            probe(model, inputs)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert (dit.double_blocks, dit.single_blocks) == lists
+    assert torch.equal(plain(model, inputs), before)
+
+
+def test_schema_takes_ksampler_inputs_and_gives_image_latent_report():
+    info = LayerLabSimilarityProbe.GET_NODE_INFO_V1()
+    assert (info["display_name"], info["category"]) == ("Layer Lab Similarity Probe", "layer_lab")
+    assert list(info["input"]["required"]) == ["model", "positive", "negative", "latent_image", "seed", "steps", "cfg",
+                                               "sampler_name", "scheduler", "denoise", "aggregate", "max_tokens"]
+    aggregate = info["input"]["required"]["aggregate"]
+    assert aggregate[1].get("options", aggregate[0]) == ["per_step", "step_mean"]
+    assert info["output"] == ["IMAGE", "LATENT", "STRING"]
