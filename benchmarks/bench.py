@@ -117,16 +117,40 @@ class BlockTimer:
 
 
 def measure(variants, rounds):
-    """Median seconds of each variant, run in interleaved rounds after one warm-up each."""
+    """Median seconds of each variant, run in interleaved rounds (the order rotating) after one warm-up each."""
     times = {name: [] for name in variants}
     for fn in variants.values():
         fn()
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
-            fn()
+            variants[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def wrapper_overhead(model, patched, latent, calls=2000):
+    """Seconds per call that the pack's APPLY_MODEL wrapper adds, timed around a model that does nothing."""
+    import torch
+
+    from dit_layer_lab.core.patching import run_with_plan
+
+    class NoModel:
+        class_obj = model.model
+
+        def __call__(self, *args, **kwargs):
+            return None
+
+    sigma = torch.ones(1)
+    results = {}
+    for name, patcher in patched.items():
+        options = patcher.model_options["transformer_options"]
+        start = time.perf_counter()
+        for _ in range(calls):
+            run_with_plan(NoModel(), latent, sigma, None, None, None, options)
+        results[name] = (time.perf_counter() - start) / calls
+    return results
 
 
 def plan_section(preset, device, steps, rounds):
@@ -173,7 +197,11 @@ def plan_section(preset, device, steps, rounds):
     for name, seconds in medians.items():
         label = f"skip {k} blocks (double {skipped_double}, single {skipped_single})" if name == "skip" else name
         print(f"| {label} | {1000 * seconds / steps:.1f} | {seconds / medians['unpatched']:.3f}x |")
+    overhead = wrapper_overhead(model, {"all plan": all_plan, "skip": skip}, latent)
     saved = base - medians["skip"] / steps
+    for name, seconds in overhead.items():
+        print(f"\nThe wrapper's own work per model call, {name}: {1e6 * seconds:.1f} us "
+              f"({seconds / base:.4%} of an unpatched step).", end="")
     print(f"\nThe skipped blocks took {1000 * block_seconds:.1f} ms per step unpatched; skipping them saved "
           f"{1000 * saved:.1f} ms, {saved / block_seconds:.1%} of their time.")
 
