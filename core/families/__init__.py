@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Mapping
 
@@ -46,7 +47,10 @@ def unwrap(diffusion_model: nn.Module) -> nn.Module:
     return getattr(diffusion_model, "_orig_mod", diffusion_model)
 
 
+@functools.cache
 def all_families() -> tuple[Family, ...]:
+    # imported here because the family modules import Family from this one; cached because the
+    # per-call wrapper looks its family up by name on every model call
     from .auraflow import AURAFLOW
     from .chroma import CHROMA
     from .flux import FLUX
