@@ -212,7 +212,7 @@ def main():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", choices=["plan", "probe"], default=None)
+    parser.add_argument("--only", choices=["plan", "probe", "sweep"], default=None)
     args = parser.parse_args()
     load_comfy()
     if args.device == "cuda":
@@ -223,6 +223,12 @@ def main():
     probe = ROOT / "benchmarks" / "probe_cost.py"
     if args.only in (None, "probe") and probe.exists():
         spec = importlib.util.spec_from_file_location("probe_cost", probe)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.run(args)
+    sweep = ROOT / "benchmarks" / "sweep_cost.py"
+    if args.only in (None, "sweep") and sweep.exists():
+        spec = importlib.util.spec_from_file_location("sweep_cost", sweep)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.run(args)

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 from ..core.families import detect
 from ..core.lora_blocks import BlockSelection, OTHER_TENSORS, filter_groups, group_lora, render_report
 from ..core.patching import diffusion_model
+from ..core.preview import model_blocks_ui
 
 CATEGORY = "layer_lab"
 METADATA_KEY = "dit_layer_lab_selection"
@@ -94,11 +95,12 @@ class LayerLabLoraBlocks(io.ComfyNode):
         lora, _, _ = read_lora(lora_name)
         _, patches, report = filtered_lora(model, lora_name, lora, double_blocks, single_blocks, other_tensors)
         text = render_report(report, f"LoRA {lora_name!r} on {report.selection.family}, strength {strength_model}")
+        blocks = model_blocks_ui(report.selection.family, report.selection.counts)
         if strength_model == 0:
-            return io.NodeOutput(model, text + "\nstrength_model is 0: the model is returned unchanged")
+            return io.NodeOutput(model, text + "\nstrength_model is 0: the model is returned unchanged", ui=blocks)
         patched = model.clone()
         patched.add_patches(patches, strength_model)
-        return io.NodeOutput(patched, text)
+        return io.NodeOutput(patched, text, ui=blocks)
 
 
 class LayerLabLoraBlocksSave(io.ComfyNode):
@@ -144,7 +146,7 @@ class LayerLabLoraBlocksSave(io.ComfyNode):
                                      f"tensors of {lora_name!r})", verb="kept")
         if converted:
             text += "\nComfyUI converts this LoRA's key format on load; the new file uses the converted keys"
-        return io.NodeOutput(text)
+        return io.NodeOutput(text, ui=model_blocks_ui(report.selection.family, report.selection.counts))
 
 
 LORA_NODES = [LayerLabLoraBlocks, LayerLabLoraBlocksSave]

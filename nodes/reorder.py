@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core.patching import with_rewrites
+from ..core.preview import model_blocks_ui
 from ..core.rewrite import STREAMS, plan_rewrite, strategy_rewrite
 
 CATEGORY = "layer_lab"
@@ -43,7 +44,7 @@ OUTPUTS = [
 
 def apply(model, make_rewrites) -> io.NodeOutput:
     patched, plan = with_rewrites(model, make_rewrites)
-    return io.NodeOutput(patched, plan.summary())
+    return io.NodeOutput(patched, plan.summary(), ui=model_blocks_ui(plan.family, plan.counts))
 
 
 class LayerLabPlan(io.ComfyNode):

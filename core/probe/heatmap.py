@@ -16,7 +16,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from ..drawing import INK, to_float_array  # noqa: F401  (to_float_array is part of this module's API)
+from ..drawing import draw_text as _text, fit as _fit, font as _font, text_size as _size
 
 HEAT = 400
 LEFT, TOP, BOTTOM = 76, 60, 52
@@ -25,7 +28,6 @@ PANEL_W = LEFT + HEAT + GAP + BAR_W + BAR_LABELS
 PANEL_H = TOP + HEAT + BOTTOM
 TITLE_SIZE, TEXT_SIZE = 18, 14
 OUTLINE = (255, 45, 85)
-INK = (20, 20, 20)
 
 # Viridis sampled at 0, 0.1, ..., 1 (its published 11-step values); interpolated linearly.
 CONTROL_POINTS = np.array([
@@ -96,11 +98,6 @@ def render(panels: list[Panel]) -> Image.Image:
     return image
 
 
-def to_float_array(image: Image.Image) -> np.ndarray:
-    """``[1, H, W, 3]`` float32 in 0..1, ComfyUI's IMAGE layout."""
-    return (np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
-
-
 # ---------------------------------------------------------------------------------------- drawing
 
 
@@ -160,31 +157,3 @@ def _every(ratio: float) -> int:
     while step < ratio:
         step = step * 5 // 2 if str(step).startswith("2") else step * 2
     return step
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only its small bitmap font
-        return ImageFont.load_default()
-
-
-def _size(draw, text: str, font) -> tuple[int, int]:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
-
-
-def _fit(draw, text: str, font, width: int) -> str:
-    if _size(draw, text, font)[0] <= width:
-        return text
-    while text and _size(draw, text + "...", font)[0] > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _text(draw, xy, text: str, font, anchor: str) -> None:
-    """Draw ``text`` with ``anchor`` (l/m/r then t/m/b) at ``xy``, for bitmap fonts too."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = xy[0] - {"l": left, "m": (left + right) / 2, "r": right}[anchor[0]]
-    y = xy[1] - {"t": top, "m": (top + bottom) / 2, "b": bottom}[anchor[1]]
-    draw.text((round(x), round(y)), text, font=font, fill=INK)

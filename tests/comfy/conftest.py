@@ -99,3 +99,14 @@ if COMFYUI_PATH is not None:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_comfyui_temp_directory(tmp_path_factory):
+    """Preview images (the probe's heatmap on the node) go to a test folder, not the checkout's temp/."""
+    import folder_paths
+
+    previous = folder_paths.get_temp_directory()
+    folder_paths.set_temp_directory(str(tmp_path_factory.mktemp("comfyui_temp")))
+    yield
+    folder_paths.set_temp_directory(previous)

@@ -7,7 +7,8 @@ import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_IDS = {"LayerLabPlan", "LayerLabSkip", "LayerLabRepeat", "LayerLabReverse", "LayerLabParallel", "LayerLabShuffle",
-            "LayerLabSimilarityProbe", "LayerLabLoraBlocks", "LayerLabLoraBlocksSave"}
+            "LayerLabSimilarityProbe", "LayerLabLoraBlocks", "LayerLabLoraBlocksSave", "LayerLabPlanGrid",
+            "LayerLabImportanceSweep"}
 
 
 def test_comfyui_loads_the_pack_from_custom_nodes(tmp_path):

@@ -129,6 +129,27 @@ def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler=
                                    seed=seed, **kwargs)
 
 
+def tiny_vae(latent_channels=16, seed=0):
+    """A ``comfy.sd.VAE`` with a tiny random-weight AutoencoderKL decoder (8x upscale, 3 channels).
+
+    Built through ``comfy.sd.VAE(sd=..., config=...)``, the path ComfyUI takes for a VAE with a
+    config, so ``vae.decode`` runs ComfyUI's own code. ``latent_channels`` is 16 for Flux and SD3,
+    4 for AuraFlow; Chroma's latent is Flux's.
+    """
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+
+    # ch 32 is the least width ComfyUI's GroupNorm (32 groups) accepts; four levels give the usual 8x
+    ddconfig = {"double_z": True, "z_channels": latent_channels, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    params = {"ddconfig": ddconfig, "embed_dim": latent_channels}
+    with torch.inference_mode():
+        source = comfy.ldm.models.autoencoder.AutoencoderKL(**params)
+        _randomize(source, seed)
+        state_dict = {k: v.clone() for k, v in source.state_dict().items()}
+        return comfy.sd.VAE(sd=state_dict, config={"params": params}, dtype=torch.float32)
+
+
 def _build(config_class, unet_config, seed):
     config = config_class(unet_config)
     config.set_inference_dtype(torch.float32, None)

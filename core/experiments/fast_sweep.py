@@ -1,0 +1,239 @@
+"""Fast sweep: one model evaluation per variant that recomputes only the blocks after the skipped window.
+
+The baseline evaluation runs the model's own order and records the hidden states that enter the
+blocks where variants will resume. A variant that skips a window then runs the real model forward
+(embeddings, ComfyUI's own loop, the final layer) with a plan whose executed steps are only the
+steps after the window; its first executed step ignores the hidden states it receives and gets the
+recorded ones instead. Streams before that step run no block at all, so a single-stream skip runs
+no double block.
+
+Which state a variant resumes from: let the baseline's and the variant's executed steps be listed
+double stream first, then single stream, and let p be the length of their common prefix.
+
+- p = 0 (the window starts at the first step): nothing can be reused; the variant runs in full.
+- the variant's step p is in the same stream as the baseline's step p: it receives exactly what the
+  baseline's step p received (the state after the common prefix, ControlNet residuals included), so
+  the variant starts there with that recorded input.
+- otherwise (the window reaches the end of a stream, so the next state is built by the model between
+  streams or by the final layer, outside any block): the variant starts one step earlier, at the
+  prefix's last step, with its recorded input, and recomputes that one step.
+
+The variant then equals the same skip run in full, evaluated on the same inputs, as long as the
+blocks compute the same values on equal inputs (they do on one device; the test checks it
+bit for bit). One difference is left on purpose: ``transformer_options["block_index"]`` counts the
+steps that actually execute, so a patch that reads it sees other positions.
+
+ControlNet residuals, Chroma's modulations and block-replace patches follow their block through the
+executor as usual. A block-replace patch from another node would see the hidden states before the
+substitution, so fast mode refuses a model that has one on a swept stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..executor import planned_order
+from ..families import Family, unwrap
+from ..plan import Step, Steps
+from ..rewrite import STREAMS
+from .sweep import SweepError
+
+Position = tuple[str, int]  # (stream, position in that stream's executed order)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How to run one variant from the baseline's recorded states."""
+
+    orders: dict[str, Steps]  # what the model runs, every stream the family has
+    stream: str | None  # whose first executed step gets the recorded state; None: runs in full
+    source: int  # the baseline position (in ``stream``) whose recorded input it gets
+
+    @property
+    def blocks_run(self) -> int:
+        return sum(len(step) for steps in self.orders.values() for step in steps)
+
+
+def _executed(orders: Mapping[str, Steps]) -> list[tuple[str, int, Step]]:
+    return [(s, i, step) for s in STREAMS if s in orders for i, step in enumerate(orders[s])]
+
+
+def resume(base: Mapping[str, Steps], variant: Mapping[str, Steps]) -> Resume:
+    """The orders a variant runs when resumed from the baseline's states (see the module docstring)."""
+    if set(base) != set(variant):
+        raise ValueError(f"base streams {sorted(base)} and variant streams {sorted(variant)} differ")
+    eb, ev = _executed(base), _executed(variant)
+    p = 0
+    while p < min(len(eb), len(ev)) and eb[p] == ev[p]:
+        p += 1
+    if p == 0:
+        return Resume(dict(variant), None, 0)
+    if p < len(ev) and p < len(eb) and ev[p][0] == eb[p][0]:
+        stream, start, source = ev[p][0], ev[p][1], eb[p][1]
+    else:
+        stream, start, source = ev[p - 1][0], ev[p - 1][1], eb[p - 1][1]
+    streams = [s for s in STREAMS if s in variant]
+    at = streams.index(stream)
+    orders = {s: () if k < at else variant[s][start:] if k == at else variant[s] for k, s in enumerate(streams)}
+    return Resume(orders, stream, source)
+
+
+# ------------------------------------------------------------------------------- hidden states
+
+
+def _read(layout, args: tuple, kwargs: dict, family: Family, stream: str) -> tuple:
+    values = []
+    for index, (parameter, _) in enumerate(layout):
+        if parameter in kwargs:
+            values.append(kwargs[parameter])
+        elif index < len(args):
+            values.append(args[index])
+        else:
+            raise SweepError(f"{family.name} {stream}: the block was called without its '{parameter}' input")
+    return tuple(values)
+
+
+def _replace(layout, args: tuple, kwargs: dict, values: tuple) -> tuple[tuple, dict]:
+    args, kwargs = list(args), dict(kwargs)
+    for index, ((parameter, _), value) in enumerate(zip(layout, values)):
+        if parameter in kwargs:
+            kwargs[parameter] = value
+        else:
+            args[index] = value
+    return tuple(args), kwargs
+
+
+def _clone(values: tuple) -> tuple:
+    # blocks update their inputs in place; a recorded state must never be one of them
+    return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
+
+
+class RecordInput(nn.Module):
+    def __init__(self, sweep: "FastSweep", key: Position, module: nn.Module):
+        super().__init__()
+        self.module, self.sweep, self.key = module, sweep, key
+
+    def forward(self, *args, **kwargs):
+        self.sweep._store(self.key, _read(self.sweep._layout(self.key[0]), args, kwargs, self.sweep.family,
+                                          self.key[0]))
+        return self.module(*args, **kwargs)
+
+
+class StartFrom(nn.Module):
+    """The first executed step of a resumed variant: runs on the recorded state, not on what it is given."""
+
+    def __init__(self, layout, values: tuple, module: nn.Module):
+        super().__init__()
+        self.module, self.layout, self.values = module, layout, values
+
+    def forward(self, *args, **kwargs):
+        args, kwargs = _replace(self.layout, args, kwargs, _clone(self.values))
+        return self.module(*args, **kwargs)
+
+
+class FastSweep:
+    """``APPLY_MODEL`` wrapper that records the baseline (``recording()``) and resumes variants (``running()``).
+
+    States are kept per model call of one evaluation, because ComfyUI may split an evaluation's
+    cond and uncond rows into several calls; each variant call must match its baseline call.
+    """
+
+    def __init__(self, family: Family, base: Mapping[str, Steps], resumes: Iterable[Resume]):
+        missing = [s for s in base if s not in family.hidden_states]
+        if missing:
+            raise SweepError(f"{family.name} does not describe the hidden states of its {', '.join(missing)}; "
+                             "fast mode cannot resume there (use mode full)")
+        self.family, self.base = family, dict(base)
+        self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
+        self.states: list[dict[Position, tuple]] = []
+        self.calls: list[tuple] = []  # (x shape, cond_or_uncond) of each baseline call
+        self._mode: str | None = None
+        self._resume: Resume | None = None
+        self._call = 0
+
+    def __deepcopy__(self, memo):
+        return self  # ModelPatcher.clone deep-copies model_options
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.release()
+        with self._as("record", None):
+            yield self
+        if not self.calls:
+            raise SweepError("the baseline evaluation made no model call")
+
+    @contextlib.contextmanager
+    def running(self, resume: Resume):
+        with self._as("run", resume):
+            yield self
+        if self._call != len(self.calls):
+            raise SweepError(f"the variant made {self._call} model calls, the baseline {len(self.calls)}; "
+                             "they must be the same evaluation")
+
+    @contextlib.contextmanager
+    def _as(self, mode: str, resume: Resume | None):
+        self._mode, self._resume, self._call = mode, resume, 0
+        try:
+            yield
+        finally:
+            self._mode, self._resume = None, None
+
+    def release(self) -> None:
+        self.states, self.calls = [], []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for call in self.states for values in call.values()
+                   for v in values if isinstance(v, torch.Tensor))
+
+    # ------------------------------------------------------------------ the wrapper
+
+    def around_call(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                    **kwargs):
+        if self._mode is None:
+            raise SweepError("the fast sweep's model was called outside the sweep")
+        self._refuse_replace_patches(transformer_options)
+        fingerprint = (tuple(x.shape), tuple(transformer_options.get("cond_or_uncond") or ()))
+        call, self._call = self._call, self._call + 1
+        if self._mode == "record":
+            self.states.append({})
+            self.calls.append(fingerprint)
+            orders, wrap = self.base, self._record_step
+        else:
+            if call >= len(self.calls) or self.calls[call] != fingerprint:
+                raise SweepError(f"model call {call + 1} of a variant ({fingerprint}) does not match the "
+                                 f"baseline's calls {self.calls}; ComfyUI batched the evaluation differently")
+            orders, wrap = self._resume.orders, functools.partial(self._start_step, self.states[call])
+        dit = unwrap(executor.class_obj.diffusion_model)
+        with planned_order(dit, self.family, orders, transformer_options, control, wrap) as (options, control):
+            return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+
+    def _refuse_replace_patches(self, transformer_options: dict) -> None:
+        patches = transformer_options.get("patches_replace", {}).get("dit", {})
+        kinds = {self.family.replace_kinds.get(s) for s in self.base}
+        found = sorted(str(k) for k in patches if isinstance(k, tuple) and k and k[0] in kinds)
+        if found:
+            raise SweepError(f"the model carries block-replace patches from another node ({', '.join(found)}); "
+                             "they would see the hidden states before fast mode substitutes them: use mode full")
+
+    def _record_step(self, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
+        return RecordInput(self, (stream, position), module) if (stream, position) in self.needed else module
+
+    def _start_step(self, recorded: dict, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
+        r = self._resume
+        if r.stream is None or stream != r.stream or position != 0:
+            return module
+        return StartFrom(self._layout(stream), recorded[(stream, r.source)], module)
+
+    def _layout(self, stream: str):
+        return self.family.hidden_states[stream]
+
+    def _store(self, key: Position, values: tuple) -> None:
+        with torch.no_grad():
+            self.states[-1][key] = _clone(values)

@@ -1,0 +1,224 @@
+"""What a plan, strategy or block-selection node will do, as JSON-ready data for the node's strip.
+
+The frontend never parses a plan: it sends the node's widget values here (through the pack's
+server route) and draws what comes back. Every answer is built by the same functions the nodes run
+(``parse_steps``, ``strategy_rewrite``, ``parse_selection``), so the strip and the node agree.
+
+Block counts come from the model the node last ran on when the frontend knows them; before the
+first run they are Flux.1's (19 double, 38 single), and the answer says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Mapping
+
+from .plan import Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan, parse_steps
+from .rewrite import STREAMS, apply_rewrite, check_window, strategy_rewrite
+from .selection import format_selection, parse_selection
+
+DEFAULT_FAMILY = "Flux"
+DEFAULT_COUNTS = {"double_blocks": 19, "single_blocks": 38}
+DEFAULT_NOTE = ("block counts of Flux.1 (19 double, 38 single) until the graph runs; "
+                "then the counts of the model the node ran on")
+MAX_CELLS = 256  # the strip shows at most this many cells; the rest is counted in "more_cells"
+
+
+def preview_plan(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
+                 family: str | None = None) -> dict:
+    """A Plan node: one typed plan per stream (streams not in ``texts`` are not shown)."""
+    context = _Context(counts, family)
+    streams = [_order_stream(context, stream, text, lambda n, s=stream, t=text: parse_steps(t, n, s),
+                             lambda s=stream, t=text: _largest_index(t))
+               for stream, text in texts.items() if _known_stream(stream)]
+    return context.answer(streams, _unknown_streams(texts))
+
+
+def preview_strategy(strategy: str, stream: str, first: int, last: int, params: Mapping[str, int] | None = None,
+                     counts: Mapping[str, int] | None = None, family: str | None = None,
+                     start_percent: float = 0.0, end_percent: float = 1.0) -> dict:
+    """A strategy node (skip, repeat, reverse, parallel, shuffle) over first..last of one stream."""
+    context = _Context(counts, family)
+    if stream not in STREAMS:
+        return context.answer([], [stream])
+    params = dict(params or {})
+
+    def order(n_blocks: int) -> Steps:
+        check_window(start_percent, end_percent)
+        rewrite = strategy_rewrite({stream: n_blocks}, strategy, stream, first, last, start_percent, end_percent,
+                                   **params)
+        return apply_rewrite(identity(n_blocks), rewrite)
+
+    def largest() -> int:
+        return max([first, last] + [v for k, v in params.items() if k == "layer"])
+
+    answer = context.answer([_order_stream(context, stream, None, order, largest)], [])
+    if not (start_percent <= 0.0 and end_percent >= 1.0):
+        answer["window"] = [start_percent, end_percent]
+    return answer
+
+
+def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
+                      family: str | None = None) -> dict:
+    """A LoRA block-selection node: which original blocks of each stream are selected."""
+    context = _Context(counts, family)
+    streams = []
+    for stream, text in texts.items():
+        if not _known_stream(stream):
+            continue
+        n_blocks = context.counts[stream]
+        base = {"stream": stream, "blocks": n_blocks, "text": text, "kind": "selection"}
+        try:
+            selected = parse_selection(text, n_blocks, stream)
+        except PlanError as error:
+            streams.append({**base, "ok": False, "error": context.error(error, stream, lambda t=text: _largest_index(t))})
+            continue
+        chosen = set(selected)
+        cells = [{"blocks": [i], "kind": "selected" if i in chosen else "unselected", "count": 1,
+                  "label": str(i)} for i in range(n_blocks)]
+        streams.append({**base, "ok": True, "error": None, "cells": cells, "more_cells": 0,
+                        "selected": list(selected), "plan": format_selection(selected, n_blocks)})
+    return context.answer(streams, _unknown_streams(texts))
+
+
+def cells_of(steps: Steps) -> list[dict]:
+    """The executed steps as strip cells, runs of one repeated step folded into one cell.
+
+    kind: ``parallel`` (several blocks on one input, ``count`` = loops), ``repeated`` (the block
+    runs more than once in this order), ``reversed`` (part of a descending run such as 6-3),
+    ``moved`` (runs after a higher block, not as part of a descending run), ``run`` (otherwise:
+    in the original direction).
+    """
+    runs: list[list] = []
+    for step in steps:
+        if runs and runs[-1][0] == step:
+            runs[-1][1] += 1
+        else:
+            runs.append([step, 1])
+    times = Counter()
+    for step, count in runs:
+        for i in step:
+            times[i] += count
+    singles = [step[0] if len(step) == 1 else None for step, _ in runs]
+    cells = []
+    for j, (step, count) in enumerate(runs):
+        block = singles[j]
+        before = singles[j - 1] if j > 0 else None
+        after = singles[j + 1] if j + 1 < len(runs) else None
+        if block is None:
+            kind = "parallel"
+        elif times[block] > 1:
+            kind = "repeated"
+        elif before == block + 1 or after == block - 1:
+            kind = "reversed"
+        elif before is not None and block < before:
+            kind = "moved"
+        else:
+            kind = "run"
+        cells.append({"blocks": list(step), "kind": kind, "count": count, "label": format_steps((step,) * count)})
+    return cells
+
+
+# ------------------------------------------------------------------------------------- machinery
+
+
+class _Context:
+    """Block counts (from the model, or the defaults) and how to word errors with them."""
+
+    def __init__(self, counts: Mapping[str, int] | None, family: str | None):
+        self.from_model = counts is not None
+        if counts is None:
+            self.counts, self.family = dict(DEFAULT_COUNTS), DEFAULT_FAMILY
+        else:
+            for stream in STREAMS:
+                value = counts.get(stream, 0)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"counts[{stream!r}] = {value!r}: a block count is a whole number >= 0")
+            self.counts, self.family = {s: counts.get(s, 0) for s in STREAMS}, family
+
+    def check_order(self, stream: str, steps: Steps, n_blocks: int) -> None:
+        """The model family's own rule (SD3's last joint block), once the family is known from a run."""
+        if self.from_model and self.family:
+            from .families import by_name  # imports torch; only needed once a model has reported
+
+            try:
+                family = by_name(self.family)
+            except KeyError:
+                return
+            family.check_order(stream, steps, n_blocks)
+
+    def error(self, error: PlanError, stream: str, largest) -> dict:
+        data = {"message": str(error), "reason": error.reason, "position": error.position, "token": error.token,
+                "needs_blocks": None}
+        try:
+            index = largest()
+        except (PlanError, ValueError):
+            index = None
+        n_blocks = self.counts[stream]
+        if index is not None and index >= n_blocks:
+            data["needs_blocks"] = index + 1
+            source = (f"this {self.family} model has {n_blocks}" if self.from_model
+                      else f"Flux.1 has {n_blocks}; these are default counts until the graph runs")
+            data["hint"] = f"valid only for a model with at least {index + 1} {stream} ({source})"
+        return data
+
+    def answer(self, streams: list[dict], unknown: list[str]) -> dict:
+        for stream in unknown:
+            streams.append({"stream": stream, "blocks": 0, "text": None, "kind": "order", "ok": False,
+                            "error": {"message": f"unknown stream {stream!r}: choose one of {', '.join(STREAMS)}",
+                                      "reason": "unknown stream", "position": None, "token": stream,
+                                      "needs_blocks": None}})
+        return {"ok": all(s["ok"] for s in streams), "counts": dict(self.counts), "family": self.family,
+                "counts_source": "model" if self.from_model else "default",
+                "note": None if self.from_model else DEFAULT_NOTE, "streams": streams}
+
+
+def _order_stream(context: _Context, stream: str, text: str | None, order, largest) -> dict:
+    n_blocks = context.counts[stream]
+    base = {"stream": stream, "blocks": n_blocks, "text": text, "kind": "order"}
+    try:
+        steps = order(n_blocks)
+        context.check_order(stream, steps, n_blocks)
+    except PlanError as error:
+        return {**base, "ok": False, "error": context.error(error, stream, largest)}
+    cells = cells_of(steps)
+    ran = {i for step in steps for i in step}
+    return {**base, "ok": True, "error": None, "cells": cells[:MAX_CELLS], "more_cells": max(0, len(cells) - MAX_CELLS),
+            "skipped": [i for i in range(n_blocks) if i not in ran], "plan": format_steps(steps, n_blocks),
+            "changed": steps != identity(n_blocks), "steps": len(steps)}
+
+
+def _largest_index(text: str) -> int | None:
+    """The largest block index a plan's text names (it parses without any model), or None."""
+    expr = parse_plan(text)
+    return _largest(expr.items or ())
+
+
+def _largest(items) -> int | None:
+    found = []
+    for item in items:
+        if isinstance(item, Block):
+            if item.first is not None:
+                found.append(max(item.first, item.last))
+        elif isinstance(item, (Group, Parallel)):
+            found.append(_largest(item.items if isinstance(item, Group) else item.members))
+        elif isinstance(item, Repeat):
+            found.append(_largest((item.item,)))
+    found = [i for i in found if i is not None]
+    return max(found) if found else None
+
+
+def _known_stream(stream: str) -> bool:
+    return stream in STREAMS
+
+
+def _unknown_streams(texts: Mapping[str, str]) -> list[str]:
+    return [s for s in texts if not _known_stream(s)]
+
+
+UI_KEY = "dit_layer_lab_blocks"
+
+
+def model_blocks_ui(family: str, counts: Mapping[str, int]) -> dict:
+    """The ``ui`` a node returns after a run so that its strip switches to the model's real block counts."""
+    return {UI_KEY: [{"family": family, "counts": {s: int(counts.get(s, 0)) for s in STREAMS}}]}

@@ -1,0 +1,230 @@
+// DiT Layer Lab: a strip of block cells on every plan, strategy and LoRA block node.
+//
+// The strip never parses a plan. It sends the node's input values to the pack's route
+// (POST /dit_layer_lab/preview), which answers with the Python parser's own result, and draws
+// that: the executed steps in order, the blocks that never run, or the parse error with its token
+// and position. After a run, the node reports its model's block counts and the strip uses them.
+
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const ROUTE = "/dit_layer_lab/preview";
+const UI_KEY = "dit_layer_lab_blocks"; // what the nodes return in their `ui` after a run
+const DEBOUNCE_MS = 150;
+const STREAM_NAMES = { double_blocks: "double", single_blocks: "single" };
+const MARGIN = 4;
+
+let NODES = {}; // node type -> {kind, inputs}, from GET ROUTE
+
+const STYLE = `
+.dll-strip { font: 10px/1.3 monospace; color: var(--input-text, #ddd); overflow: hidden; box-sizing: border-box; }
+.dll-note { opacity: .65; margin-bottom: 2px; }
+.dll-row { display: flex; flex-wrap: wrap; gap: 2px; align-items: center; margin-bottom: 3px; }
+.dll-name { min-width: 38px; opacity: .8; }
+.dll-cell { min-width: 14px; padding: 0 2px; border-radius: 2px; text-align: center; color: #111; }
+.dll-run { background: #7fb77e; }
+.dll-repeated { background: #e0b84f; }
+.dll-reversed { background: #d98cd4; }
+.dll-moved { background: #e39a6d; }
+.dll-parallel { background: #6fa8dc; }
+.dll-selected { background: #7fb77e; }
+.dll-unselected, .dll-skipped { background: transparent; color: inherit; opacity: .45; outline: 1px dashed currentColor; }
+.dll-skipped { text-decoration: line-through; }
+.dll-sep { opacity: .6; margin: 0 2px; }
+.dll-error { color: #ff8a80; white-space: pre-wrap; word-break: break-word; }
+.dll-error mark { background: #ff5252; color: #fff; padding: 0 1px; }
+`;
+
+function widgetValue(node, name) {
+  return node.widgets?.find((w) => w.name === name)?.value;
+}
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function cell(kind, label, title, blocks) {
+  const c = el("span", `dll-cell dll-${kind}`, label);
+  c.dataset.kind = kind;
+  c.dataset.blocks = blocks.join(",");
+  c.title = title;
+  return c;
+}
+
+function renderError(row, stream) {
+  const { error, text } = stream;
+  const box = el("div", "dll-error");
+  box.dataset.position = error.position ?? "";
+  box.dataset.token = error.token ?? "";
+  if (typeof text === "string" && error.position != null) {
+    // mark the offending token inside the typed text (position is 0-based)
+    const end = error.position + Math.max(error.token?.length ?? 0, 1);
+    box.append(text.slice(0, error.position), el("mark", "", text.slice(error.position, end) || " "),
+      text.slice(end), "\n");
+  }
+  box.append(error.position == null ? error.message : `${error.reason} (position ${error.position + 1})`);
+  if (error.hint) box.append("\n" + error.hint);
+  row.append(box);
+}
+
+function renderStream(stream) {
+  const row = el("div", "dll-row");
+  row.dataset.stream = stream.stream;
+  row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream} ${stream.blocks}`));
+  if (!stream.ok) {
+    renderError(row, stream);
+    return row;
+  }
+  if (stream.blocks === 0) {
+    row.append(el("span", "dll-note", "this model has no such blocks"));
+    return row;
+  }
+  for (const c of stream.cells) {
+    const times = c.count > 1 ? ` x${c.count}` : "";
+    const what = c.kind === "parallel" ? `blocks ${c.blocks.join(", ")} in parallel, averaged${times}`
+      : `block ${c.blocks[0]}: ${c.kind}${times}`;
+    row.append(cell(c.kind, c.label, what, c.blocks));
+  }
+  if (stream.more_cells) row.append(el("span", "dll-note", `+${stream.more_cells} more`));
+  if (stream.skipped?.length) {
+    row.append(el("span", "dll-sep", "skip"));
+    for (const i of stream.skipped) row.append(cell("skipped", String(i), `block ${i} never runs`, [i]));
+  }
+  return row;
+}
+
+function render(strip, answer) {
+  const rows = answer.streams.map(renderStream);
+  const header = [];
+  if (answer.counts_source === "default") header.push(el("div", "dll-note", "Flux.1 block counts until the graph runs"));
+  else if (answer.note) header.push(el("div", "dll-note", answer.note));
+  if (answer.counts_source === "model") header.push(el("div", "dll-note", `${answer.family} model`));
+  if (answer.window) header.push(el("div", "dll-note",
+    `during ${Math.round(answer.window[0] * 100)}-${Math.round(answer.window[1] * 100)}% of sampling`));
+  strip.replaceChildren(...header, ...rows);
+}
+
+class Strip {
+  constructor(node, spec) {
+    this.node = node;
+    this.spec = spec;
+    this.model = null; // {family, counts} once the node has run
+    this.overrides = {}; // text typed into an open edit box, not yet committed
+    this.sent = null;
+    this.timer = null;
+    this.element = el("div", "dll-strip");
+    this.content = el("div"); // measured: the element itself is as tall as the node makes it
+    this.element.append(this.content);
+    this.widget = node.addDOMWidget("block_strip", "dll_block_strip", this.element, {
+      serialize: false, // not a node input: never part of the prompt
+      margin: MARGIN,
+      getMinHeight: () => Math.max(24, this.content.offsetHeight + 2 * MARGIN),
+      onDraw: () => this.schedule(), // catches every change: typing, undo, loading a workflow
+    });
+    this.widget.serialize = false; // and not saved in the workflow's widgets_values
+  }
+
+  values() {
+    const inputs = {};
+    for (const name of this.spec.inputs) inputs[name] = this.overrides[name] ?? widgetValue(this.node, name);
+    return inputs;
+  }
+
+  schedule() {
+    const body = { node_type: this.node.comfyClass, inputs: this.values() };
+    if (this.model) Object.assign(body, this.model);
+    const key = JSON.stringify(body);
+    if (key === this.sent) return;
+    this.sent = key;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.fetch(body, key), DEBOUNCE_MS);
+  }
+
+  async fetch(body, key) {
+    let answer;
+    try {
+      const response = await api.fetchApi(ROUTE, { method: "POST", body: JSON.stringify(body) });
+      answer = await response.json();
+      if (!response.ok) throw new Error(answer.error ?? response.statusText);
+    } catch (error) {
+      answer = { ok: false, streams: [], note: `Layer Lab preview unavailable: ${error.message}` };
+    }
+    if (key !== this.sent) return; // a newer request is on its way
+    render(this.content, answer);
+    this.element.dataset.ok = String(answer.ok);
+    this.shown = key;
+    this.fit();
+  }
+
+  fit() {
+    const [width, height] = this.node.size;
+    const needed = this.node.computeSize([width, height])[1];
+    if (needed > height) this.node.setSize([width, needed]);
+    this.node.setDirtyCanvas(true, true);
+  }
+
+  // live preview while the user types in a text widget's edit box, before Enter commits it
+  watchTyping(widget) {
+    const onClick = widget.onClick;
+    if (typeof onClick !== "function") return;
+    const strip = this;
+    widget.onClick = function (options) {
+      const result = onClick.apply(this, arguments);
+      const input = options?.canvas?.prompt_box?.querySelector(".value");
+      if (input) {
+        input.addEventListener("input", () => { strip.overrides[widget.name] = input.value; strip.schedule(); });
+        const observer = new MutationObserver(() => {
+          if (input.isConnected) return;
+          observer.disconnect();
+          delete strip.overrides[widget.name];
+          strip.schedule();
+        });
+        observer.observe(options.canvas.prompt_box.parentNode, { childList: true });
+      }
+      return result;
+    };
+  }
+}
+
+app.registerExtension({
+  name: "dit_layer_lab.block_strip",
+
+  async init() {
+    const style = el("style", "", STYLE);
+    document.head.append(style);
+    try {
+      NODES = (await (await api.fetchApi(ROUTE)).json()).nodes ?? {};
+    } catch (error) {
+      console.warn("DiT Layer Lab: the block strip is off, the preview route did not answer:", error);
+    }
+  },
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    const spec = NODES[nodeData.name];
+    if (!spec) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      this.layerLabStrip = new Strip(this, spec);
+      for (const widget of this.widgets ?? []) {
+        if (spec.inputs.includes(widget.name) && ["text", "string"].includes(widget.type)) {
+          this.layerLabStrip.watchTyping(widget);
+        }
+      }
+      return result;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const result = onExecuted?.apply(this, arguments);
+      const reported = output?.[UI_KEY]?.[0];
+      if (reported && this.layerLabStrip) {
+        this.layerLabStrip.model = { family: reported.family, counts: reported.counts };
+        this.layerLabStrip.schedule();
+      }
+      return result;
+    };
+  },
+});

@@ -1,0 +1,237 @@
+"""The importance sweep node: skip each block (or window of blocks) alone and measure how far the result moves."""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..core.experiments.bar_chart import render, to_array
+from ..core.experiments.fast_sweep import FastSweep, resume
+from ..core.experiments.sweep import (METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, Measured, SweepError,
+                                      build_report, chart_panels, check_metric, check_one_order, distances,
+                                      plan_texts, skip_rewrite, suggest, swept_streams, to_json, variants, windows)
+from ..core.patching import APPLY_MODEL, KEY, family_of, layer_plan, with_rewrites
+from .sampling import RunsProgress, decode, ksampler_inputs, sample
+
+CATEGORY = "layer_lab"
+FAST_WRAPPER_KEY = "dit_layer_lab_fast_sweep"
+LATENT_METRICS = ("latent_cosine", "latent_rel_l2")
+
+
+class LayerLabImportanceSweep(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LayerLabImportanceSweep",
+            display_name="Layer Lab Importance Sweep",
+            category=CATEGORY,
+            description="Skip each block (or each window of consecutive blocks) on its own and measure how far the "
+                        "result moves from the unpatched model's. Draws a bar chart per stream, ranks the blocks "
+                        "from safest to skip to most important, and suggests a skip set for a budget, as plan text "
+                        "ready for Layer Lab Plan.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5 or AuraFlow). A model "
+                                                "that already carries a Layer Lab plan is swept in its planned order."),
+                io.Conditioning.Input("positive", tooltip="The prompt, as for KSampler."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler."),
+                io.Latent.Input("latent_image", tooltip="The latent to start from, as for KSampler."),
+                *ksampler_inputs(
+                    seed="The noise seed, as for KSampler: every variant gets the same noise.",
+                    steps="Sampling steps of every run in full mode. Fast mode makes one model evaluation and "
+                          "does not use it.",
+                    cfg="Classifier-free guidance scale, as for KSampler; used in both modes.",
+                    sampler_name="The sampler, as for KSampler (full mode only).",
+                    scheduler="The noise schedule, as for KSampler (full mode only).",
+                    denoise="How much of the schedule to run, as for KSampler (full mode only)."),
+                io.Combo.Input("streams", options=list(STREAM_CHOICES), default="both",
+                               tooltip="Which blocks to sweep: double_blocks (SD3: joint blocks), single_blocks, "
+                                       "or both."),
+                io.Int.Input("width", default=1, min=1, max=999,
+                             tooltip="How many consecutive blocks each variant skips. 1 = every block alone; "
+                                     "2 = blocks 0-1, 1-2, 2-3, ... (windows slide by one block)."),
+                io.Combo.Input("mode", options=list(MODES), default="fast",
+                               tooltip="full: sample every variant like KSampler and compare the final latents "
+                                       "(exact, one sampling run per variant). fast: one model evaluation at "
+                                       "noise level fast_percent, comparing the model's denoised prediction; it "
+                                       "reuses the unpatched run's block inputs, so each variant only computes the "
+                                       "blocks after its window."),
+                io.Float.Input("fast_percent", default=0.5, min=0.0, max=0.99, step=0.01,
+                               tooltip="Fast mode: where in the schedule to evaluate, as start_percent elsewhere "
+                                       "in ComfyUI (0 = pure noise, near 1 = almost clean)."),
+                io.Combo.Input("metric", options=list(METRICS), default="latent_cosine",
+                               tooltip="What the ranking, chart and suggestion use. latent_*: on the latents; "
+                                       "image_*: on the decoded images (needs a VAE). cosine: 1 - cosine similarity; "
+                                       "rel_l2: size of the change relative to the baseline. All are reported."),
+                io.Int.Input("budget", default=3, min=0, max=999,
+                             tooltip="How many blocks the suggested skip set may remove in total, over the swept "
+                                     "streams: the individually safest windows that do not overlap."),
+                io.Float.Input("max_distance", default=0.0, min=0.0, max=1e6, step=0.001,
+                               tooltip="0 = no limit. Otherwise a window whose own distance is above this is "
+                                       "never suggested, even within the budget."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="Optional. With a VAE, every result is also decoded and the image distances "
+                                     "are measured too."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="chart",
+                                tooltip="One bar chart per stream: the distance each skip caused, the suggested "
+                                        "skip set in orange."),
+                io.String.Output(display_name="ranking",
+                                 tooltip="JSON: every window from safest to most important with all its distances, "
+                                         "the windows that cannot be skipped and why, and the suggestion."),
+                io.String.Output(display_name="double_blocks",
+                                 tooltip="The suggested double_blocks plan: paste it into Layer Lab Plan."),
+                io.String.Output(display_name="single_blocks",
+                                 tooltip="The suggested single_blocks plan: paste it into Layer Lab Plan."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler_name: str,
+                scheduler: str, denoise: float, streams: str, width: int, mode: str, fast_percent: float,
+                metric: str, budget: int, max_distance: float, vae=None) -> io.NodeOutput:
+        base = layer_plan(model)
+        check_one_order(base)
+        family = family_of(base)
+        if mode not in MODES:
+            raise SweepError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        check_metric(metric, METRICS if vae is not None else LATENT_METRICS)
+        suggest([], metric, budget, max_distance)  # checks budget and max_distance before any sampling
+        swept = windows(base.counts, streams, width)
+        runnable, excluded = variants(base, family.check_order, swept)
+
+        # one bar for the whole sweep: run i of n (the baseline first) fills it up to i/n, step by step
+        progress = RunsProgress(len(runnable) + 1, steps if mode == "full" else 1)
+        if mode == "full":
+            runs = FullRuns(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
+                            denoise, progress)
+        else:
+            runs = FastRuns(model, family, base, runnable, positive, negative, latent_image, seed, cfg, fast_percent)
+
+        measured = []
+        with runs:
+            baseline = runs.baseline()
+            baseline_image = None if vae is None else decode(vae, {"samples": baseline})
+            progress.run_done()
+            for variant in runnable:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                result = runs.variant(variant)
+                found, per_item = distances(baseline, result, "latent")
+                if vae is not None:
+                    image = decode(vae, {"samples": result})
+                    more, more_items = distances(baseline_image, image, "image")
+                    found, per_item = {**found, **more}, {**per_item, **more_items}
+                    del image
+                del result  # only the baseline and the scalar distances are kept
+                measured.append(Measured(variant.window, found, per_item))
+                progress.run_done()
+
+        chosen = suggest(measured, metric, budget, max_distance)
+        texts = plan_texts(base, chosen)
+        streams_swept = swept_streams(base.counts, streams)
+        settings = {"seed": seed, "cfg": cfg, **runs.settings, "order": base.summary()}
+        report = build_report(family=base.family, counts=base.counts, streams=streams_swept, width=width, mode=mode,
+                              metric=metric, budget=budget, max_distance=max_distance, measured=measured,
+                              excluded=excluded, chosen=chosen, texts=texts, settings=settings)
+        subtitle = f"{base.family}, {runs.describe}, width {width}, {len(measured)} variants; budget {budget} blocks"
+        chart = render(chart_panels(streams_swept, swept, measured, chosen, metric, subtitle, max_distance))
+        return io.NodeOutput(torch.from_numpy(to_array(chart))[None], to_json(report),
+                             texts.get("double_blocks", "all"), texts.get("single_blocks", "all"))
+
+
+class FullRuns:
+    """Every variant sampled like KSampler: the model as given, then one skip-plan clone per variant."""
+
+    def __init__(self, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, denoise,
+                 progress: RunsProgress):
+        self.model = model
+        self.run = lambda m: sample(m, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
+                                    denoise, progress=progress)["samples"]
+        self.settings = {"steps": steps, "sampler_name": sampler_name, "scheduler": scheduler, "denoise": denoise}
+        self.describe = f"full sampling, {steps} steps"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def baseline(self) -> torch.Tensor:
+        return self.run(self.model)
+
+    def variant(self, variant) -> torch.Tensor:
+        skipped, _ = with_rewrites(self.model, lambda counts: [skip_rewrite(variant.plan, variant.window)])
+        return self.run(skipped)
+
+
+class FastRuns:
+    """One model evaluation per variant at one noise level, resumed from the baseline's recorded block inputs."""
+
+    def __init__(self, model, family, base, runnable, positive, negative, latent, seed, cfg, percent):
+        if not 0.0 <= percent < 1.0:
+            raise SweepError(f"fast_percent = {percent}: choose 0 <= fast_percent < 1 (1 is the clean end of the "
+                             "schedule, where there is nothing left to predict)")
+        sigma = float(model.get_model_object("model_sampling").percent_to_sigma(percent))
+        if not sigma > 0.0:
+            raise SweepError(f"fast_percent = {percent} maps to noise level {sigma}; choose a smaller fast_percent")
+        orders = lambda plan: {s: steps for s, steps in plan.compose(plan.all_active).items()
+                               if s in family.block_lists}
+        self.base_orders = orders(base)
+        self.resumes = {v.window: resume(self.base_orders, orders(v.plan)) for v in runnable}
+        self.sweep = FastSweep(family, self.base_orders, self.resumes.values())
+        # a clone whose only block machinery is the sweep's wrapper (it runs the model's plan itself)
+        self.model = model.clone()
+        self.model.remove_wrappers_with_key(APPLY_MODEL, KEY)
+        self.predict = lambda: predict_once(self.model, positive, negative, latent, seed, cfg, sigma)
+        self.settings = {"fast_percent": percent, "sigma": sigma}
+        self.describe = f"fast, one evaluation at {percent:.0%} of the schedule (sigma {sigma:.3g})"
+
+    def __enter__(self):
+        self.model.add_wrapper_with_key(APPLY_MODEL, FAST_WRAPPER_KEY, self.sweep.around_call)
+        return self
+
+    def __exit__(self, *exc):
+        self.settings["held_state_bytes"] = self.sweep.nbytes  # the recorded block inputs, at their peak
+        self.sweep.release()
+        self.model.remove_wrappers_with_key(APPLY_MODEL, FAST_WRAPPER_KEY)
+        return False
+
+    def baseline(self) -> torch.Tensor:
+        with self.sweep.recording():
+            return self.predict()
+
+    def variant(self, variant) -> torch.Tensor:
+        with self.sweep.running(self.resumes[variant.window]):
+            return self.predict()
+
+
+def predict_once(model, positive, negative, latent: dict, seed, cfg, sigma: float) -> torch.Tensor:
+    """The model's denoised prediction from the latent noised to ``sigma``, as a sampler's first step sees it.
+
+    ComfyUI's own sampling path (conditioning, CFG, noise scaling) with a sampler that evaluates the
+    model once and returns its prediction.
+    """
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    sigmas = torch.tensor([sigma, 0.0])
+    return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(_evaluate_once), sigmas, positive,
+                                      negative, samples, noise_mask=latent.get("noise_mask"),
+                                      callback=_interruptible, disable_pbar=True, seed=seed)
+
+
+def _evaluate_once(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    denoised = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+    if callback is not None:
+        callback({"x": x, "i": 0, "sigma": sigmas[0], "sigma_hat": sigmas[0], "denoised": denoised})
+    return denoised
+
+
+def _interruptible(step, x0, x, total_steps):
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+SWEEP_NODES = [LayerLabImportanceSweep]

@@ -1,0 +1,306 @@
+"""Write ``example_workflows/*.json`` from the node definitions of a running ComfyUI.
+
+    python scripts/make_example_workflows.py [--server http://127.0.0.1:8188 | --object-info object_info.json]
+
+The graphs are described below by node type, widget values by name and links by input/output name;
+the widget order, the sockets and the extra value after a seed widget come from ``/object_info``, so
+the files stay in step with the nodes when their inputs change. The browser test
+(``tests/comfy/test_browser.py``) loads every file in the real UI and validates its prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+NODE_WIDTH = 320
+
+
+class Node:
+    def __init__(self, graph: "Graph", node_id: int, node_type: str, pos, title: str | None, widgets: dict):
+        self.graph, self.id, self.type = graph, node_id, node_type
+        info = graph.info.get(node_type)
+        self.inputs: list[dict] = []
+        self.outputs: list[dict] = []
+        self.widgets_values: list = []
+        self.widget_names: list[str] = []
+        self.data = {"id": node_id, "type": node_type, "pos": list(pos), "size": [NODE_WIDTH, 0], "flags": {},
+                     "order": node_id, "mode": 0, "properties": {"Node name for S&R": node_type}}
+        if title:
+            self.data["title"] = title
+        if info is None:  # a frontend-only node (notes)
+            self.widgets_values = [widgets.pop("text")]
+        else:
+            self._fill(info, dict(widgets))
+
+    def _fill(self, info: dict, widgets: dict) -> None:
+        order = info.get("input_order", {})
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name in [*order.get("required", []), *order.get("optional", [])]:
+            kind, options = specs[name][0], (specs[name][1] if len(specs[name]) > 1 else {})
+            is_widget = (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
+            if not is_widget:
+                self.inputs.append({"name": name, "type": kind, "link": None})
+                continue
+            if name in widgets:
+                value = widgets.pop(name)
+            elif "default" in options:
+                value = options["default"]
+            elif isinstance(kind, list):
+                value = kind[0]
+            else:
+                value = options.get("options", [None])[0]
+            self.widgets_values.append(value)
+            self.widget_names.append(name)
+            if options.get("control_after_generate"):
+                self.widgets_values.append("fixed")
+        if widgets:
+            raise KeyError(f"{self.type} has no widget(s) {sorted(widgets)}")
+        for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"])):
+            self.outputs.append({"name": name, "type": kind, "links": [], "slot_index": slot})
+
+    def out(self, name: str) -> tuple["Node", int]:
+        for slot, output in enumerate(self.outputs):
+            if output["name"] == name:
+                return self, slot
+        raise KeyError(f"{self.type} has no output {name!r}: {[o['name'] for o in self.outputs]}")
+
+    def json(self) -> dict:
+        rows = len(self.inputs) + len(self.outputs) + len(self.widgets_values)
+        self.data["size"] = [NODE_WIDTH, 46 + 24 * rows]
+        return {**self.data, "inputs": self.inputs, "outputs": self.outputs, "widgets_values": self.widgets_values}
+
+
+class Graph:
+    def __init__(self, info: dict):
+        self.info = info
+        self.nodes: list[Node] = []
+        self.links: list[list] = []
+
+    def add(self, node_type: str, pos, title: str | None = None, inputs: dict | None = None, **widgets) -> Node:
+        node = Node(self, len(self.nodes) + 1, node_type, pos, title, widgets)
+        self.nodes.append(node)
+        for name, (source, slot) in (inputs or {}).items():
+            self.connect(source, slot, node, name)
+        return node
+
+    def connect(self, source: Node, slot: int, target: Node, input_name: str) -> None:
+        link_id = len(self.links) + 1
+        kind = source.outputs[slot]["type"]
+        if not any(item["name"] == input_name for item in target.inputs):  # a widget fed by a link
+            if input_name not in target.widget_names:
+                raise KeyError(f"{target.type} has no input {input_name!r}")
+            target.inputs.append({"name": input_name, "type": kind, "widget": {"name": input_name}, "link": None})
+        target_slot = next(i for i, item in enumerate(target.inputs) if item["name"] == input_name)
+        target.inputs[target_slot]["link"] = link_id
+        source.outputs[slot]["links"].append(link_id)
+        self.links.append([link_id, source.id, slot, target.id, target_slot, kind])
+
+    def json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links),
+                "nodes": [node.json() for node in self.nodes], "links": self.links,
+                "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+# ---------------------------------------------------------------------------------------- the graphs
+
+PROMPT = "a red fox sitting in a snowy birch forest at dawn, soft light, detailed fur"
+NEGATIVE = "blurry, low quality"
+
+
+def flux_base(g: Graph, x: int = 0):
+    """Flux.1-dev loaders, prompt and latent, as in ComfyUI's own Flux template."""
+    unet = g.add("UNETLoader", (x, 0), unet_name="flux1-dev.safetensors")
+    clip = g.add("DualCLIPLoader", (x, 160), clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
+                 type="flux")
+    vae = g.add("VAELoader", (x, 360), vae_name="ae.safetensors")
+    text = g.add("CLIPTextEncode", (x + 360, 160), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    positive = g.add("FluxGuidance", (x + 360, 420), inputs={"conditioning": text.out("CONDITIONING")},
+                     guidance=3.5)
+    negative = g.add("ConditioningZeroOut", (x + 360, 540), inputs={"conditioning": text.out("CONDITIONING")})
+    latent = g.add("EmptySD3LatentImage", (x + 360, 640), width=1024, height=1024)
+    return unet, vae, positive, negative, latent
+
+
+def sample_and_save(g: Graph, pos, model, positive, negative, latent, vae, prefix: str, title: str, **settings):
+    x, y = pos
+    sampler = g.add("KSampler", (x, y), title=title, inputs={
+        "model": model, "positive": positive.out("CONDITIONING"), "negative": negative.out("CONDITIONING"),
+        "latent_image": latent.out("LATENT")}, seed=42, **settings)
+    image = g.add("VAEDecode", (x + 360, y), inputs={"samples": sampler.out("LATENT"), "vae": vae.out("VAE")})
+    g.add("SaveImage", (x + 720, y), inputs={"images": image.out("IMAGE")}, filename_prefix=prefix)
+
+
+FLUX_SETTINGS = dict(steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+
+
+def note(g: Graph, pos, text: str):
+    g.add("MarkdownNote", pos, text=text)
+
+
+def flux_skip_middle(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    skip = g.add("LayerLabSkip", (760, -200), inputs={"model": unet.out("MODEL")},
+                 stream="single_blocks", first=14, last=23)
+    g.add("PreviewAny", (1120, -200), inputs={"source": skip.out("summary")})
+    sample_and_save(g, (760, 120), unet.out("MODEL"), positive, negative, latent, vae, "layer_lab/flux_baseline",
+                    "KSampler (all blocks)", **FLUX_SETTINGS)
+    sample_and_save(g, (760, 480), skip.out("MODEL"), positive, negative, latent, vae, "layer_lab/flux_skip",
+                    "KSampler (single blocks 14-23 skipped)", **FLUX_SETTINGS)
+    note(g, (0, -200), "**Skip middle blocks.** Single blocks 14-23 of Flux.1-dev do not run (10 of its 57 "
+                       "blocks). The baseline on the same seed is sampled beside it. "
+                       "The summary shows the order that runs. Run the Layer Lab Similarity Probe first to "
+                       "find your model's middle group.")
+
+
+def flux_looped_parallel(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    parallel = g.add("LayerLabParallel", (760, -200), inputs={"model": unet.out("MODEL")},
+                     stream="single_blocks", first=10, last=27, loops=3)
+    g.add("PreviewAny", (1120, -200), inputs={"source": parallel.out("summary")})
+    sample_and_save(g, (760, 120), parallel.out("MODEL"), positive, negative, latent, vae,
+                    "layer_lab/flux_looped_parallel", "KSampler (looped parallel)", **FLUX_SETTINGS)
+    note(g, (0, -200), "**Looped parallel.** Single blocks 10-27 run side by side on the same input, their "
+                       "outputs are averaged, and the average goes through them again, 3 times in all "
+                       "(the paper's looped parallel; the plan `0-9, [10-27]*3, 28-37`).")
+
+
+def flux_probe(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    probe = g.add("LayerLabSimilarityProbe", (760, 0), inputs={
+        "model": unet.out("MODEL"), "positive": positive.out("CONDITIONING"),
+        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
+        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple")
+    g.add("PreviewImage", (1120, 0), inputs={"images": probe.out("heatmap")})
+    image = g.add("VAEDecode", (1120, 420), inputs={"samples": probe.out("LATENT"), "vae": vae.out("VAE")})
+    g.add("PreviewImage", (1480, 420), inputs={"images": image.out("IMAGE")})
+    g.add("PreviewAny", (1480, 0), inputs={"source": probe.out("report")})
+    note(g, (0, -200), "**Similarity probe.** Samples like KSampler and draws the cosine similarity of the "
+                       "hidden states after every block, one heatmap per stream, with the first / middle / "
+                       "last groups boxed. The report's `middle` ranges can be typed into a Layer Lab node.")
+
+
+def sd35_reverse_repeat(g: Graph):
+    checkpoint = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name="sd3.5_large.safetensors")
+    clip = g.add("TripleCLIPLoader", (0, 180), clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
+                 clip_name3="t5xxl_fp16.safetensors")
+    positive = g.add("CLIPTextEncode", (360, 120), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    negative = g.add("CLIPTextEncode", (360, 360), inputs={"clip": clip.out("CLIP")}, text=NEGATIVE)
+    latent = g.add("EmptySD3LatentImage", (360, 600), width=1024, height=1024)
+    reverse = g.add("LayerLabReverse", (760, -220), inputs={"model": checkpoint.out("MODEL")},
+                    stream="double_blocks", first=12, last=25)
+    repeat = g.add("LayerLabRepeat", (760, 100), inputs={"model": checkpoint.out("MODEL")},
+                   stream="double_blocks", first=12, last=25)
+    settings = dict(steps=28, cfg=4.5, sampler_name="euler", scheduler="sgm_uniform", denoise=1.0)
+    sample_and_save(g, (1120, -220), reverse.out("MODEL"), positive, negative, latent, checkpoint,
+                    "layer_lab/sd35_reverse", "KSampler (joint blocks 12-25 reversed)", **settings)
+    sample_and_save(g, (1120, 100), repeat.out("MODEL"), positive, negative, latent, checkpoint,
+                    "layer_lab/sd35_repeat", "KSampler (block 18 repeated 14 times)", **settings)
+    note(g, (0, -220), "**SD3.5 reverse / repeat.** Two of the paper's strategies on joint blocks 12-25 of "
+                       "SD3.5 Large (38 joint blocks): run them backwards, or replace them by their centre "
+                       "block run 14 times (the paper's worst case). Same seed for both.")
+
+
+def auraflow_probe(g: Graph):
+    checkpoint = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name="aura_flow_0.3.safetensors")
+    sampling = g.add("ModelSamplingAuraFlow", (360, -120), inputs={"model": checkpoint.out("MODEL")}, shift=1.73)
+    positive = g.add("CLIPTextEncode", (360, 60), inputs={"clip": checkpoint.out("CLIP")}, text=PROMPT)
+    negative = g.add("CLIPTextEncode", (360, 300), inputs={"clip": checkpoint.out("CLIP")}, text=NEGATIVE)
+    latent = g.add("EmptyLatentImage", (360, 540), width=1024, height=1024)
+    probe = g.add("LayerLabSimilarityProbe", (760, 0), inputs={
+        "model": sampling.out("MODEL"), "positive": positive.out("CONDITIONING"),
+        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
+        seed=42, steps=25, cfg=3.5, sampler_name="uni_pc", scheduler="normal")
+    g.add("PreviewImage", (1120, 0), inputs={"images": probe.out("heatmap")})
+    image = g.add("VAEDecode", (1120, 420), inputs={"samples": probe.out("LATENT"), "vae": checkpoint.out("VAE")})
+    g.add("PreviewImage", (1480, 420), inputs={"images": image.out("IMAGE")})
+    g.add("PreviewAny", (1480, 0), inputs={"source": probe.out("report")})
+    note(g, (0, -220), "**AuraFlow probe.** The similarity heatmaps of AuraFlow 0.3's double (MMDiT) and "
+                       "single (DiT) layers, with the groups found.")
+
+
+def flux_lora_blocks(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    lora = g.add("LayerLabLoraBlocks", (760, -220), inputs={"model": unet.out("MODEL")},
+                 lora_name="flux_style_lora.safetensors", double_blocks="7-12", single_blocks="20-30")
+    g.add("PreviewAny", (1120, -220), inputs={"source": lora.out("report")})
+    sample_and_save(g, (760, 160), lora.out("MODEL"), positive, negative, latent, vae, "layer_lab/flux_lora_blocks",
+                    "KSampler (LoRA on chosen blocks)", **FLUX_SETTINGS)
+    note(g, (0, -220), "**LoRA on selected blocks.** Applies the LoRA to double blocks 7-12 and single blocks "
+                       "20-30 only; the report lists what landed where. Pick your own LoRA in lora_name.")
+
+
+def flux_plan_grid(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    grid = g.add("LayerLabPlanGrid", (760, 0), inputs={
+        "model": unet.out("MODEL"), "vae": vae.out("VAE"), "positive": positive.out("CONDITIONING"),
+        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
+        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple")
+    g.add("SaveImage", (1120, 0), inputs={"images": grid.out("grid")}, filename_prefix="layer_lab/flux_plan_grid")
+    g.add("PreviewAny", (1120, 420), inputs={"source": grid.out("report")})
+    note(g, (0, -220), "**Plan grid.** One prompt, one seed, one cell per plan line: the unchanged model first, "
+                       "then each line of `plans` (`label: double_blocks=...; single_blocks=...`). Every line "
+                       "is checked before anything is sampled.")
+
+
+def flux_importance_sweep(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    sweep = g.add("LayerLabImportanceSweep", (760, 0), inputs={
+        "model": unet.out("MODEL"), "positive": positive.out("CONDITIONING"),
+        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
+        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", streams="both", mode="fast",
+        budget=8)
+    g.add("PreviewImage", (1120, 0), inputs={"images": sweep.out("chart")})
+    g.add("PreviewAny", (1120, 420), inputs={"source": sweep.out("ranking")})
+    plan = g.add("LayerLabPlan", (1480, 0), inputs={"model": unet.out("MODEL")})
+    g.connect(*sweep.out("double_blocks"), plan, "double_blocks")
+    g.connect(*sweep.out("single_blocks"), plan, "single_blocks")
+    sample_and_save(g, (1480, 360), plan.out("MODEL"), positive, negative, latent, vae,
+                    "layer_lab/flux_suggested_skips", "KSampler (suggested skips)", **FLUX_SETTINGS)
+    note(g, (0, -220), "**Which blocks can I skip?** Skips each block on its own and measures how far the result "
+                       "moves (fast mode: one model evaluation per block, reusing the unpatched run's block "
+                       "inputs). The suggested skip set for `budget` blocks goes straight into a Layer Lab Plan "
+                       "node and is sampled.")
+
+
+WORKFLOWS = {
+    "flux_skip_middle_blocks": flux_skip_middle,
+    "flux_looped_parallel": flux_looped_parallel,
+    "flux_similarity_probe": flux_probe,
+    "sd35_reverse_repeat": sd35_reverse_repeat,
+    "auraflow_similarity_probe": auraflow_probe,
+    "flux_lora_on_blocks": flux_lora_blocks,
+    "flux_plan_grid": flux_plan_grid,
+    "flux_importance_sweep": flux_importance_sweep,
+}
+
+
+def object_info(server: str | None, path: str | None) -> dict:
+    if path:
+        return json.loads(pathlib.Path(path).read_text())
+    with urllib.request.urlopen(f"{server.rstrip('/')}/object_info", timeout=60) as response:
+        return json.load(response)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default="http://127.0.0.1:8188")
+    parser.add_argument("--object-info", help="a saved /object_info response instead of a server")
+    parser.add_argument("--out", default=str(ROOT / "example_workflows"))
+    args = parser.parse_args()
+    info = object_info(args.server, args.object_info)
+    out = pathlib.Path(args.out)
+    out.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        graph = Graph(info)
+        build(graph)
+        (out / f"{name}.json").write_text(json.dumps(graph.json(), indent=1) + "\n")
+        print(f"wrote {out / name}.json ({len(graph.nodes)} nodes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The pack's HTTP route: what a node's block inputs will do, for the strip the frontend draws on it.
+
+    GET  /dit_layer_lab/preview   which node types have a strip, and which of their inputs it reads
+    POST /dit_layer_lab/preview   {"node_type", "inputs", "counts"?, "family"?} -> core.preview's answer
+
+ComfyUI also serves both under /api. The route is thin: ``answer`` checks the request and calls
+``core.preview``; it imports nothing from ComfyUI, so it is tested without a server.
+"""
+
+from __future__ import annotations
+
+from .core.preview import DEFAULT_COUNTS, DEFAULT_FAMILY, preview_plan, preview_selection, preview_strategy
+
+PATH = "/dit_layer_lab/preview"
+
+_RANGE = ["stream", "first", "last"]
+_WINDOW = ["start_percent", "end_percent"]
+_BLOCK_TEXTS = ["double_blocks", "single_blocks"]
+
+# node type -> what its strip shows and the inputs it reads (the frontend sends exactly these)
+NODES = {
+    "LayerLabPlan": {"kind": "plan", "inputs": _BLOCK_TEXTS},
+    "LayerLabSkip": {"kind": "strategy", "strategy": "skip", "inputs": [*_RANGE, *_WINDOW]},
+    "LayerLabRepeat": {"kind": "strategy", "strategy": "repeat", "inputs": [*_RANGE, "layer", "count", *_WINDOW]},
+    "LayerLabReverse": {"kind": "strategy", "strategy": "reverse", "inputs": [*_RANGE, *_WINDOW]},
+    "LayerLabParallel": {"kind": "strategy", "strategy": "parallel", "inputs": [*_RANGE, "loops", *_WINDOW]},
+    "LayerLabShuffle": {"kind": "strategy", "strategy": "shuffle", "inputs": [*_RANGE, "seed", *_WINDOW]},
+    "LayerLabLoraBlocks": {"kind": "selection", "inputs": _BLOCK_TEXTS},
+    "LayerLabLoraBlocksSave": {"kind": "selection", "inputs": _BLOCK_TEXTS},
+}
+_STRATEGY_PARAMS = ("layer", "count", "loops", "seed")
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def describe() -> dict:
+    """The answer to GET: the node types with a strip and the inputs each one reads."""
+    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY}
+
+
+def answer(body) -> dict:
+    """The answer to POST; raises ``BadRequest`` for a request the frontend should never send."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body is a JSON object")
+    node_type = body.get("node_type")
+    spec = NODES.get(node_type)
+    if spec is None:
+        raise BadRequest(f"node_type {node_type!r} has no preview; known: {', '.join(NODES)}")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, dict):
+        raise BadRequest("'inputs' is an object of the node's input values")
+    missing = [name for name in spec["inputs"] if name not in inputs]
+    if missing:
+        raise BadRequest(f"{node_type} needs the inputs {', '.join(missing)}")
+    counts, family = _counts(body.get("counts")), body.get("family")
+    if family is not None and not isinstance(family, str):
+        raise BadRequest("'family' is a model family name")
+    try:
+        if spec["kind"] == "plan":
+            return preview_plan(_texts(inputs), counts, family)
+        if spec["kind"] == "selection":
+            return preview_selection(_texts(inputs), counts, family)
+        params = {name: _integer(inputs, name) for name in _STRATEGY_PARAMS if name in spec["inputs"]}
+        return preview_strategy(spec["strategy"], _text(inputs, "stream"), _integer(inputs, "first"),
+                                _integer(inputs, "last"), params, counts, family,
+                                _number(inputs, "start_percent"), _number(inputs, "end_percent"))
+    except BadRequest:
+        raise
+    except ValueError as error:  # counts that are not block counts
+        raise BadRequest(str(error)) from None
+
+
+def register(routes) -> None:
+    """Add GET and POST ``PATH`` to ComfyUI's ``PromptServer.instance.routes`` (an aiohttp RouteTableDef)."""
+    from aiohttp import web
+
+    if any(getattr(route, "path", None) == PATH for route in routes):
+        return
+
+    @routes.get(PATH)
+    async def get_preview(request):
+        return web.json_response(describe())
+
+    @routes.post(PATH)
+    async def post_preview(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request body is not JSON"}, status=400)
+        try:
+            return web.json_response(answer(body))
+        except BadRequest as error:
+            return web.json_response({"error": str(error)}, status=400)
+
+
+def _counts(value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest("'counts' maps double_blocks and single_blocks to block counts")
+    return value
+
+
+def _texts(inputs: dict) -> dict:
+    return {name: _text(inputs, name) for name in _BLOCK_TEXTS}
+
+
+def _text(inputs: dict, name: str) -> str:
+    value = inputs[name]
+    if not isinstance(value, str):
+        raise BadRequest(f"input {name!r} is text, got {value!r}")
+    return value
+
+
+def _integer(inputs: dict, name: str) -> int:
+    value = inputs[name]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"input {name!r} is a whole number, got {value!r}")
+    return value
+
+
+def _number(inputs: dict, name: str) -> float:
+    value = inputs[name]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise BadRequest(f"input {name!r} is a number, got {value!r}")
+    return float(value)

@@ -1,0 +1,348 @@
+"""The importance sweep node on ComfyUI's own models, sampler and VAE, against separately run skips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+from dit_layer_lab.core.experiments.fast_sweep import FastSweep
+from dit_layer_lab.core.experiments.sweep import SweepError
+from dit_layer_lab.core.plan import parse_steps
+from dit_layer_lab.nodes.reorder import LayerLabPlan, LayerLabReverse, LayerLabSkip
+from dit_layer_lab.nodes.sampling import decode
+from dit_layer_lab.nodes.sweep import FastRuns, LayerLabImportanceSweep
+from dit_layer_lab.tests.comfy import tiny_models as tm
+
+SEED, STEPS, CFG, PERCENT = 5, 2, 2.0, 0.4
+BUILDERS = {
+    "flux": lambda: tm.tiny_flux(double=3, single=4),
+    "sd3": lambda: tm.tiny_sd3(joint=4),
+    "chroma": lambda: tm.tiny_chroma(double=2, single=3),
+    "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
+}
+STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
+
+
+def setup(name, batch=1):
+    model = BUILDERS[name]()
+    positive, negative = tm.conditioning(model, seed=1, batch=batch)
+    return model, positive, negative, tm.latent(model, batch=batch)
+
+
+def sweep(model, positive, negative, latent, streams="both", width=1, mode="full", metric="latent_cosine",
+          budget=2, max_distance=0.0, vae=None):
+    with torch.inference_mode():
+        out = LayerLabImportanceSweep.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, CFG,
+                                              "euler", "simple", 1.0, streams, width, mode, PERCENT, metric, budget,
+                                              max_distance, vae)
+    chart, report, double, single = out.args
+    return chart, json.loads(report), double, single
+
+
+def skipped(model, stream, first, last):
+    return LayerLabSkip.execute(model, stream, first, last, 0.0, 1.0).args[0]
+
+
+def one_evaluation(model, positive, negative, latent):
+    """The reference for fast mode, written here: ComfyUI's custom sampling with one model call at sigma."""
+    sigma = float(model.get_model_object("model_sampling").percent_to_sigma(PERCENT))
+
+    def denoise_once(m, x, sigmas, extra_args=None, callback=None, disable=None):
+        return m(x, sigmas[0] * torch.ones(x.shape[0]), **extra_args)
+
+    with torch.inference_mode():
+        noise = comfy.sample.prepare_noise(latent, SEED)
+        return comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.KSAMPLER(denoise_once),
+                                          torch.tensor([sigma, 0.0]), positive, negative, latent, seed=SEED,
+                                          disable_pbar=True)
+
+
+def numpy_distances(a, b):
+    """Cosine distance and relative L2 per batch item in float64, then averaged: written with numpy."""
+    a = a.double().numpy().reshape(a.shape[0], -1)
+    b = b.double().numpy().reshape(b.shape[0], -1)
+    cos = [1 - np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y)) for x, y in zip(a, b)]
+    rel = [np.linalg.norm(y - x) / np.linalg.norm(x) for x, y in zip(a, b)]
+    return float(np.mean(cos)), float(np.mean(rel))
+
+
+def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
+    counts = {}
+    dit = model.model.diffusion_model
+    for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers")),
+                         ("single_blocks", ("single_blocks", "single_layers"))):
+        counts[stream] = next((len(getattr(dit, a)) for a in attr if hasattr(dit, a)), 0)
+    return [(s, f, f + width - 1) for s in streams for f in range(counts[s] - width + 1)]
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
+            {name: list(getattr(model.model.diffusion_model, name))
+             for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers")
+             if hasattr(model.model.diffusion_model, name)})
+
+
+def assert_unchanged(model, before):
+    weights, options, lists = before
+    after_weights, after_options, after_lists = snapshot(model)
+    assert after_options == options
+    assert all(torch.equal(weights[k], after_weights[k]) for k in weights)
+    assert all(all(a is b for a, b in zip(lists[n], after_lists[n])) for n in lists)
+
+
+def by_window(report):
+    return {(r["stream"], r["blocks"]): r for r in report["ranking"]}
+
+
+def label(first, last):
+    return str(first) if first == last else f"{first}-{last}"
+
+
+# ------------------------------------------------------------------------------------------ full mode
+
+
+@pytest.mark.parametrize("name, width", [("flux", 1), ("flux", 2), ("sd3", 1)])
+def test_full_mode_distances_equal_separately_sampled_skips(name, width):
+    model, positive, negative, latent = setup(name)
+    before = snapshot(model)
+    _, report, _, _ = sweep(model, positive, negative, latent, width=width)
+    assert_unchanged(model, before)
+    baseline = tm.sample(model, positive, negative, latent, seed=SEED, steps=STEPS, cfg=CFG)
+    found = by_window(report)
+    expected_windows = windows_of(model, width)
+    assert sorted(found) == sorted((s, label(f, l)) for s, f, l in expected_windows)
+    for stream, first, last in expected_windows:
+        result = tm.sample(skipped(model, stream, first, last), positive, negative, latent, seed=SEED, steps=STEPS,
+                           cfg=CFG)
+        cos, rel = numpy_distances(baseline, result)
+        got = found[(stream, label(first, last))]["distances"]
+        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15), (stream, first)
+        assert got["latent_rel_l2"] == pytest.approx(rel, rel=1e-9), (stream, first)
+        assert rel > 0
+    ranks = [r["distances"]["latent_cosine"] for r in report["ranking"]]
+    assert ranks == sorted(ranks)
+    assert report["excluded"] == []
+
+
+# ------------------------------------------------------------------------------------------ fast mode
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
+    model, positive, negative, latent = setup(name)
+    base = snapshot(model)
+    from dit_layer_lab.core.experiments.sweep import variants, windows
+    from dit_layer_lab.core.patching import family_of, layer_plan
+
+    plan = layer_plan(model)
+    family = family_of(plan)
+    runnable, excluded = variants(plan, family.check_order, windows(plan.counts, "both", 1))
+    assert not excluded
+    runs = FastRuns(model, family, plan, runnable, positive, negative, {"samples": latent}, SEED, CFG, PERCENT)
+    reference_baseline = one_evaluation(model, positive, negative, latent)
+    with torch.inference_mode(), runs:
+        baseline = runs.baseline()
+        assert torch.equal(baseline, reference_baseline)
+        for v in runnable:
+            w = v.window
+            naive = one_evaluation(skipped(model, w.stream, w.first, w.last), positive, negative, latent)
+            fast = runs.variant(v)
+            assert torch.equal(fast, naive), (w, (fast - naive).abs().max())
+            assert not torch.equal(fast, baseline)
+    assert_unchanged(model, base)
+
+    _, report, _, _ = sweep(model, positive, negative, latent, mode="fast")
+    found = by_window(report)
+    for v in runnable:
+        w = v.window
+        naive = one_evaluation(skipped(model, w.stream, w.first, w.last), positive, negative, latent)
+        cos, rel = numpy_distances(reference_baseline, naive)
+        got = found[(w.stream, w.label)]["distances"]
+        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+        assert got["latent_rel_l2"] == pytest.approx(rel, rel=1e-9)
+    assert report["settings"]["held_state_bytes"] > 0
+    assert_unchanged(model, base)
+
+
+def test_fast_mode_with_a_batch_and_cfg_keeps_one_call_per_evaluation_in_step():
+    model, positive, negative, latent = setup("flux", batch=2)
+    _, report, _, _ = sweep(model, positive, negative, latent, mode="fast", streams="single_blocks")
+    for r in report["ranking"]:
+        assert len(r["per_item"]["latent_cosine"]) == 2
+        assert r["distances"]["latent_cosine"] == pytest.approx(np.mean(r["per_item"]["latent_cosine"]))
+
+
+def test_fast_mode_follows_a_plan_the_model_already_carries():
+    model, positive, negative, latent = setup("flux")
+    planned = LayerLabPlan.execute(model, "0, 2-1", "0-3", 0.0, 1.0).args[0]
+    _, report, double, _ = sweep(planned, positive, negative, latent, mode="fast", budget=1)
+    assert [(e["stream"], e["blocks"]) for e in report["excluded"]] == []  # width 1 always runs in place
+    base = one_evaluation(planned, positive, negative, latent)
+    for r in report["ranking"]:
+        variant = skipped(planned, r["stream"], r["first"], r["last"])
+        cos, _ = numpy_distances(base, one_evaluation(variant, positive, negative, latent))
+        assert r["distances"]["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+    # the suggestion is the model's whole planned order without the chosen block
+    (chosen,) = report["suggestion"]["skip"]
+    order = {"double_blocks": [0, 2, 1], "single_blocks": [0, 1, 2, 3]}
+    order[chosen["stream"]].remove(int(chosen["blocks"]))
+    texts = report["suggestion"]["plan"]
+    assert parse_steps(texts["double_blocks"], 3) == tuple((i,) for i in order["double_blocks"])
+    assert parse_steps(texts["single_blocks"], 4) == tuple((i,) for i in order["single_blocks"])
+    assert double == texts["double_blocks"]
+
+
+# --------------------------------------------------------------------------------- SD3 and exclusions
+
+
+def test_sd3_last_joint_block_can_be_left_out_and_moved_blocks_are_reported():
+    model, positive, negative, latent = setup("sd3")
+    _, report, double, single = sweep(model, positive, negative, latent, streams="double_blocks", width=2,
+                                      mode="fast")
+    assert sorted(by_window(report)) == [("double_blocks", "0-1"), ("double_blocks", "1-2"), ("double_blocks", "2-3")]
+    assert report["excluded"] == [] and single == "all"
+
+    # with blocks 0-1 reversed first, the windows through them no longer run in place: reported, not dropped
+    reversed_model = LayerLabReverse.execute(model, "double_blocks", 0, 1, 0.0, 1.0).args[0]
+    chart, report, _, _ = sweep(reversed_model, positive, negative, latent, streams="double_blocks", width=2,
+                                mode="fast")
+    assert [(e["stream"], e["blocks"]) for e in report["excluded"]] == [("double_blocks", "0-1"),
+                                                                         ("double_blocks", "1-2")]
+    assert all("no longer run" in e["reason"] for e in report["excluded"])
+    assert [r["blocks"] for r in report["ranking"]] == ["2-3"]
+    assert chart.shape[0] == 1 and chart.shape[-1] == 3
+
+    with pytest.raises(SweepError, match="no single_blocks"):
+        sweep(model, positive, negative, latent, streams="single_blocks")
+
+
+# ------------------------------------------------------------------------------- suggestion and plans
+
+
+def test_the_suggestion_is_the_safest_non_overlapping_windows_as_plan_text():
+    model, positive, negative, latent = setup("flux")
+    _, report, double, single = sweep(model, positive, negative, latent, mode="fast", width=2, budget=4)
+    chosen, used = [], 0
+    for r in report["ranking"]:  # the rule, written out again
+        window = (r["stream"], r["first"], r["last"])
+        if used + 2 > 4:
+            break
+        if any(s == window[0] and f <= window[2] and window[1] <= l for s, f, l in chosen):
+            continue
+        chosen.append(window)
+        used += 2
+    assert [(s["stream"], s["blocks"]) for s in report["suggestion"]["skip"]] == [
+        (s, f"{f}-{l}") for s, f, l in chosen]
+    for stream, text, n in (("double_blocks", double, 3), ("single_blocks", single, 4)):
+        kept = [i for i in range(n) if not any(s == stream and f <= i <= l for s, f, l in chosen)]
+        assert parse_steps(text, n) == tuple((i,) for i in kept)
+    assert report["suggestion"]["plan"] == {"double_blocks": double, "single_blocks": single}
+    LayerLabPlan.execute(model, double, single, 0.0, 1.0)  # ready to paste
+
+
+def test_max_distance_and_bad_inputs():
+    model, positive, negative, latent = setup("flux")
+    _, report, double, single = sweep(model, positive, negative, latent, mode="fast", budget=7, max_distance=1e-12)
+    assert report["suggestion"]["skip"] == [] and (double, single) == ("all", "all")
+    with pytest.raises(SweepError, match="needs a VAE"):
+        sweep(model, positive, negative, latent, metric="image_cosine")
+    with pytest.raises(SweepError, match="wider than double_blocks"):
+        sweep(model, positive, negative, latent, width=4)
+    with pytest.raises(SweepError, match="fast_percent"):
+        with torch.inference_mode():
+            LayerLabImportanceSweep.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, CFG, "euler",
+                                            "simple", 1.0, "both", 1, "fast", 1.0, "latent_cosine", 1, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_image_distances_equal_decoded_separate_runs(mode):
+    model, positive, negative, latent = setup("flux")
+    vae = tm.tiny_vae()
+    _, report, _, _ = sweep(model, positive, negative, latent, streams="single_blocks", mode=mode,
+                            metric="image_rel_l2", vae=vae)
+    run = (lambda m: tm.sample(m, positive, negative, latent, seed=SEED, steps=STEPS, cfg=CFG)) if mode == "full" \
+        else (lambda m: one_evaluation(m, positive, negative, latent))
+    with torch.inference_mode():
+        base_image = decode(vae, {"samples": run(model)})
+        found = by_window(report)
+        for first in range(4):
+            image = decode(vae, {"samples": run(skipped(model, "single_blocks", first, first))})
+            cos, rel = numpy_distances(base_image, image)
+            got = found[("single_blocks", str(first))]["distances"]
+            assert got["image_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+            assert got["image_rel_l2"] == pytest.approx(rel, rel=1e-9)
+    ranks = [r["distances"]["image_rel_l2"] for r in report["ranking"]]
+    assert ranks == sorted(ranks)
+
+
+# ------------------------------------------------------------------------------ progress and interrupt
+
+
+@pytest.fixture
+def progress_calls():
+    calls = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    yield calls
+    comfy.utils.set_progress_bar_global_hook(previous)
+
+
+def ticks_per_run(mode):
+    return STEPS if mode == "full" else 1  # full mode's bar also moves with every sampling step
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_progress_counts_the_variants(progress_calls, mode):
+    model, positive, negative, latent = setup("flux")
+    sweep(model, positive, negative, latent, mode=mode)
+    ticks = ticks_per_run(mode)
+    values = [value for value, total in progress_calls if total == 8 * ticks]  # baseline + 7 skips
+    assert values == sorted(values) and values[-1] == 8 * ticks  # one bar, never jumping back
+    assert {v // ticks for v in values if v % ticks == 0} == set(range(1, 9))
+    assert all(total == 8 * ticks for _, total in progress_calls)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_an_interrupt_stops_between_variants_and_leaves_the_model_clean(progress_calls, mode):
+    model, positive, negative, latent = setup("flux")
+    before = snapshot(model)
+
+    def hook(value, total, preview, node_id=None):
+        progress_calls.append((value, total))
+        if (value, total) == (3 * ticks_per_run(mode), 8 * ticks_per_run(mode)):  # baseline + 2 variants done
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            sweep(model, positive, negative, latent, mode=mode)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert max(v for v, _ in progress_calls) == 3 * ticks_per_run(mode)  # nothing ran after the interrupt
+    assert_unchanged(model, before)
+    # the model still samples exactly as before
+    _, report, _, _ = sweep(model, positive, negative, latent, mode=mode, streams="double_blocks")
+    assert len(report["ranking"]) == 3
+
+
+def test_recorded_states_are_released():
+    model, positive, negative, latent = setup("flux")
+    from dit_layer_lab.core.experiments.sweep import variants, windows
+    from dit_layer_lab.core.patching import family_of, layer_plan
+
+    plan = layer_plan(model)
+    runnable, _ = variants(plan, family_of(plan).check_order, windows(plan.counts, "both", 1))
+    runs = FastRuns(model, family_of(plan), plan, runnable, positive, negative, {"samples": latent}, SEED, CFG, 0.5)
+    with torch.inference_mode(), runs:
+        runs.baseline()
+        assert isinstance(runs.sweep, FastSweep) and runs.sweep.nbytes > 0
+    assert runs.sweep.nbytes == 0
+    assert runs.settings["held_state_bytes"] > 0

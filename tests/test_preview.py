@@ -1,0 +1,180 @@
+"""The strip's preview: what the route answers for plan, strategy and selection nodes (no ComfyUI needed)."""
+
+import json
+
+import pytest
+
+from dit_layer_lab import server_routes
+from dit_layer_lab.core.preview import (DEFAULT_COUNTS, UI_KEY, cells_of, model_blocks_ui, preview_plan,
+                                        preview_selection, preview_strategy)
+
+
+def kinds(stream):
+    return [(c["kind"], c["label"]) for c in stream["cells"]]
+
+
+def test_plan_cells_skipped_and_canonical_text():
+    answer = preview_plan({"double_blocks": "0-2, [3-6]*2, 7*3, 12-9, 15-18", "single_blocks": "all"})
+    assert answer["ok"] and answer["counts"] == {"double_blocks": 19, "single_blocks": 38}
+    assert answer["counts_source"] == "default" and "Flux.1" in answer["note"]
+    double, single = answer["streams"]
+    assert kinds(double) == [("run", "0"), ("run", "1"), ("run", "2"), ("parallel", "[3-6]*2"), ("repeated", "7*3"),
+                             ("reversed", "12"), ("reversed", "11"), ("reversed", "10"), ("reversed", "9"),
+                             ("run", "15"), ("run", "16"), ("run", "17"), ("run", "18")]
+    assert double["cells"][3] == {"blocks": [3, 4, 5, 6], "kind": "parallel", "count": 2, "label": "[3-6]*2"}
+    assert double["cells"][4]["count"] == 3
+    assert double["skipped"] == [8, 13, 14]
+    assert double["plan"] == "0-2, [3-6]*2, 7*3, 12-9, 15-18" and double["changed"] and double["steps"] == 16
+    assert single["plan"] == "all" and not single["changed"] and single["skipped"] == []
+    assert kinds(single) == [("run", str(i)) for i in range(38)]
+
+
+def test_the_answer_is_json():
+    answer = preview_plan({"double_blocks": "[0-2]*3", "single_blocks": "x"})
+    assert json.loads(json.dumps(answer)) == answer
+
+
+def test_repeats_that_are_not_adjacent_and_moved_blocks():
+    assert [c["kind"] for c in cells_of(((3,), (4,), (3,), (4,)))] == ["repeated"] * 4
+    # 5 then 2: a jump back that is not part of a descending run
+    assert [c["kind"] for c in cells_of(((0,), (5,), (2,), (3,)))] == ["run", "run", "moved", "run"]
+    assert [c["kind"] for c in cells_of(((2,), (1,), (0,)))] == ["reversed"] * 3
+    assert cells_of(()) == []
+
+
+@pytest.mark.parametrize("text, position, token, fragment", [
+    ("0-2, 19", 5, "19", "block 19 is out of range: valid double_blocks indices are 0-18"),
+    ("0-2, [3-6]*2, 19", 14, "19", "block 19 is out of range"),
+    ("0-4, 7 x", 7, "x", "unknown word 'x'"),
+    ("1;2", 1, ";", "unknown token ';'"),
+    ("8*0", 2, "0", "repeat count 0 must be at least 1"),
+    ("[1, 1]", 4, "1", "block 1 appears twice in one parallel group"),
+    ("(1-3", 4, "", "expected ',' or ')', found the end of the text"),
+    ("", 0, "", "empty plan"),
+    ("none, 1", 4, ",", "'none' stands alone"),
+])
+def test_errors_carry_the_token_and_its_position(text, position, token, fragment):
+    answer = preview_plan({"double_blocks": text})
+    assert not answer["ok"]
+    (stream,) = answer["streams"]
+    error = stream["error"]
+    assert (error["position"], error["token"]) == (position, token)
+    assert fragment in error["reason"] and fragment in error["message"]
+    assert text[position:position + len(token)] == token
+    assert "cells" not in stream
+
+
+def test_a_plan_for_a_larger_model_says_so():
+    error = preview_plan({"single_blocks": "0-3, 40-47"})["streams"][0]["error"]
+    assert error["needs_blocks"] == 48
+    assert "at least 48 single_blocks" in error["hint"] and "Flux.1 has 38" in error["hint"]
+    # with the model's own counts it is a plain out-of-range error naming that model
+    answer = preview_plan({"single_blocks": "0-3, 40-47"}, {"double_blocks": 8, "single_blocks": 48}, "Flux")
+    assert answer["ok"] and answer["counts_source"] == "model" and answer["note"] is None
+    error = preview_plan({"double_blocks": "0-9"}, {"double_blocks": 8, "single_blocks": 48}, "Flux")["streams"][0]["error"]
+    assert error["needs_blocks"] == 10 and "this Flux model has 8" in error["hint"]
+    # a syntax error is not about the model's size
+    assert preview_plan({"double_blocks": "0-3 x"})["streams"][0]["error"]["needs_blocks"] is None
+
+
+def test_model_counts_apply_the_family_rule():
+    sd3 = {"double_blocks": 24, "single_blocks": 0}
+    answer = preview_plan({"double_blocks": "23, 0-22", "single_blocks": "all"}, sd3, "SD3")
+    double, single = answer["streams"]
+    assert not double["ok"] and "SD3 joint block 23 is the last block" in double["error"]["message"]
+    assert single["ok"] and single["blocks"] == 0 and single["cells"] == [] and single["plan"] == "none"
+    # without a reported model the family is unknown: only the language's rules apply
+    assert preview_plan({"double_blocks": "18, 0-17"})["ok"]
+
+
+@pytest.mark.parametrize("strategy, params, expected", [
+    ("skip", {}, ["0", "1", "2", "6", "7"]),
+    ("reverse", {}, ["0", "1", "2", "5", "4", "3", "6", "7"]),
+    ("repeat", {"layer": -1, "count": -1}, ["0", "1", "2", "4*3", "6", "7"]),
+    ("repeat", {"layer": 7, "count": 2}, ["0", "1", "2", "7*2", "6", "7"]),
+    ("parallel", {"loops": 4}, ["0", "1", "2", "[3-5]*4", "6", "7"]),
+])
+def test_strategies(strategy, params, expected):
+    answer = preview_strategy(strategy, "double_blocks", 3, 5, params, {"double_blocks": 8, "single_blocks": 0}, "Flux")
+    (stream,) = answer["streams"]
+    assert [c["label"] for c in stream["cells"]] == expected
+    assert "window" not in answer
+
+
+def test_shuffle_is_the_node_s_permutation():
+    import random
+
+    order = [3, 4, 5, 6, 7]
+    random.Random(11).shuffle(order)
+    (stream,) = preview_strategy("shuffle", "single_blocks", 3, 7, {"seed": 11})["streams"]
+    assert [c["blocks"][0] for c in stream["cells"]] == [0, 1, 2, *order, *range(8, 38)]
+
+
+def test_strategy_errors_and_windows():
+    (stream,) = preview_strategy("skip", "double_blocks", 5, 25)["streams"]
+    assert not stream["ok"] and "last = 25 is out of range" in stream["error"]["message"]
+    assert stream["error"]["position"] is None and stream["error"]["needs_blocks"] == 26
+    (stream,) = preview_strategy("skip", "double_blocks", 6, 5)["streams"]
+    assert "first = 6 is after last = 5" in stream["error"]["message"] and stream["error"]["needs_blocks"] is None
+    (stream,) = preview_strategy("parallel", "double_blocks", 1, 2, {"loops": 0})["streams"]
+    assert "loops = 0" in stream["error"]["message"]
+    answer = preview_strategy("reverse", "double_blocks", 1, 2, {}, None, None, 0.2, 0.6)
+    assert answer["ok"] and answer["window"] == [0.2, 0.6]
+    assert not preview_strategy("reverse", "double_blocks", 1, 2, {}, None, None, 0.7, 0.6)["ok"]
+
+
+def test_selection():
+    answer = preview_selection({"double_blocks": "0-2, 17-18", "single_blocks": "none"})
+    double, single = answer["streams"]
+    assert double["selected"] == [0, 1, 2, 17, 18] and double["plan"] == "0-2, 17-18"
+    assert [c["kind"] for c in double["cells"]] == ["selected"] * 3 + ["unselected"] * 14 + ["selected"] * 2
+    assert single["selected"] == [] and single["plan"] == "none"
+    for text, position, token in (("8*4", 1, "*"), ("[4-7]", 0, "["), ("3, 2-4", 3, "2-4")):
+        error = preview_selection({"double_blocks": text, "single_blocks": "all"})["streams"][0]["error"]
+        assert (error["position"], error["token"]) == (position, token)
+
+
+def test_route_dispatches_by_node_type():
+    texts = {"double_blocks": "3-5", "single_blocks": "all"}
+    assert server_routes.answer({"node_type": "LayerLabPlan", "inputs": texts}) == preview_plan(texts)
+    assert server_routes.answer({"node_type": "LayerLabLoraBlocks", "inputs": texts}) == preview_selection(texts)
+    assert server_routes.answer({"node_type": "LayerLabLoraBlocksSave", "inputs": texts}) == preview_selection(texts)
+    inputs = {"stream": "single_blocks", "first": 2, "last": 4, "layer": 3, "count": 2.0,
+              "start_percent": 0, "end_percent": 1}
+    counts = {"double_blocks": 4, "single_blocks": 6}
+    assert server_routes.answer({"node_type": "LayerLabRepeat", "inputs": inputs, "counts": counts, "family": "Flux"}) \
+        == preview_strategy("repeat", "single_blocks", 2, 4, {"layer": 3, "count": 2}, counts, "Flux")
+    described = server_routes.describe()
+    assert described["default_counts"] == DEFAULT_COUNTS
+    assert described["nodes"]["LayerLabShuffle"]["inputs"] == ["stream", "first", "last", "seed", "start_percent",
+                                                               "end_percent"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ([], "JSON object"),
+    ({"node_type": "KSampler", "inputs": {}}, "'KSampler' has no preview"),
+    ({"node_type": "LayerLabPlan"}, "'inputs'"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all"}}, "needs the inputs single_blocks"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": 3, "single_blocks": "all"}}, "is text"),
+    ({"node_type": "LayerLabSkip", "inputs": {"stream": "double_blocks", "first": 1.5, "last": 2,
+                                              "start_percent": 0, "end_percent": 1}}, "whole number"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"},
+      "counts": {"double_blocks": -1}}, "whole number >= 0"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"}, "counts": 19},
+     "'counts'"),
+])
+def test_route_refuses_malformed_requests(body, fragment):
+    with pytest.raises(server_routes.BadRequest, match=None) as raised:
+        server_routes.answer(body)
+    assert fragment in str(raised.value)
+
+
+def test_unknown_stream_in_a_strategy_is_an_error_not_a_crash():
+    answer = server_routes.answer({"node_type": "LayerLabSkip", "inputs": {
+        "stream": "joint_blocks", "first": 0, "last": 1, "start_percent": 0, "end_percent": 1}})
+    assert not answer["ok"] and "unknown stream 'joint_blocks'" in answer["streams"][0]["error"]["message"]
+
+
+def test_nodes_report_their_model_s_block_counts():
+    assert model_blocks_ui("SD3", {"double_blocks": 24}) == {
+        UI_KEY: [{"family": "SD3", "counts": {"double_blocks": 24, "single_blocks": 0}}]}
