@@ -9,7 +9,8 @@ ComfyUI also serves both under /api. The route is thin: ``answer`` checks the re
 
 from __future__ import annotations
 
-from .core.preview import DEFAULT_COUNTS, DEFAULT_FAMILY, preview_plan, preview_selection, preview_strategy
+from .core.preview import (DEFAULT_COUNTS, DEFAULT_FAMILY, preview_lines, preview_plan, preview_selection,
+                           preview_strategy)
 
 PATH = "/dit_layer_lab/preview"
 
@@ -27,6 +28,7 @@ NODES = {
     "LayerLabShuffle": {"kind": "strategy", "strategy": "shuffle", "inputs": [*_RANGE, "seed", *_WINDOW]},
     "LayerLabLoraBlocks": {"kind": "selection", "inputs": _BLOCK_TEXTS},
     "LayerLabLoraBlocksSave": {"kind": "selection", "inputs": _BLOCK_TEXTS},
+    "LayerLabPlanGrid": {"kind": "lines", "inputs": ["plans"]},
 }
 _STRATEGY_PARAMS = ("layer", "count", "loops", "seed")
 
@@ -62,6 +64,8 @@ def answer(body) -> dict:
             return preview_plan(_texts(inputs), counts, family)
         if spec["kind"] == "selection":
             return preview_selection(_texts(inputs), counts, family)
+        if spec["kind"] == "lines":
+            return preview_lines(_text(inputs, "plans"), counts, family)
         params = {name: _integer(inputs, name) for name in _STRATEGY_PARAMS if name in spec["inputs"]}
         return preview_strategy(spec["strategy"], _text(inputs, "stream"), _integer(inputs, "first"),
                                 _integer(inputs, "last"), params, counts, family,

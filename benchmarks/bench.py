@@ -220,19 +220,13 @@ def main():
         comfy.cli_args.args.cpu = False
     if args.only in (None, "plan"):
         plan_section(args.preset, args.device, args.steps, args.rounds)
-    probe = ROOT / "benchmarks" / "probe_cost.py"
-    if args.only in (None, "probe") and probe.exists():
-        spec = importlib.util.spec_from_file_location("probe_cost", probe)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.run(args)
-    sweep = ROOT / "benchmarks" / "sweep_cost.py"
-    if args.only in (None, "sweep") and sweep.exists():
-        spec = importlib.util.spec_from_file_location("sweep_cost", sweep)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.run(args)
-
+    for section in ("probe", "sweep"):  # sections in their own files, each with run(args)
+        if args.only in (None, section):
+            path = ROOT / "benchmarks" / f"{section}_cost.py"
+            spec = importlib.util.spec_from_file_location(f"{section}_cost", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            module.run(args)
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,12 @@ def family_of(plan: LayerPlan) -> Family:
     return by_name(plan.family)
 
 
+def executed_orders(plan: LayerPlan, family: Family, active=None) -> dict:
+    """Every stream's executed steps (changed or not) while the rewrites ``active`` apply (default: all)."""
+    composed = plan.compose(plan.all_active if active is None else active)
+    return {stream: steps for stream, steps in composed.items() if stream in family.block_lists}
+
+
 def with_rewrites(model_patcher, make_rewrites):
     """A clone of ``model_patcher`` that also carries the rewrites ``make_rewrites(block_counts)`` returns.
 
@@ -70,7 +76,7 @@ def run_with_plan(executor, x, t, c_concat=None, c_crossattn=None, control=None,
     if observer is None:
         orders, wrap_step = plan.orders(active), None
     else:
-        orders = {s: steps for s, steps in plan.compose(active).items() if s in family.block_lists}
+        orders = executed_orders(plan, family, active)
         wrap_step = observer.wrap_step
     if not orders:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)

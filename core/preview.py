@@ -1,8 +1,8 @@
-"""What a plan, strategy or block-selection node will do, as JSON-ready data for the node's strip.
+"""What a plan, strategy, plan-lines or block-selection node will do, as JSON-ready data for the node's strip.
 
 The frontend never parses a plan: it sends the node's widget values here (through the pack's
 server route) and draws what comes back. Every answer is built by the same functions the nodes run
-(``parse_steps``, ``strategy_rewrite``, ``parse_selection``), so the strip and the node agree.
+(``parse_steps``, ``strategy_rewrite``, ``check_lines``, ``parse_selection``), so the strip and the node agree.
 
 Block counts come from the model the node last ran on when the frontend knows them; before the
 first run they are Flux.1's (19 double, 38 single), and the answer says so.
@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping
 
+from .experiments.variant_lines import LineError, PlanLinesError, check_lines, scan_lines
 from .plan import Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan, parse_steps
-from .rewrite import STREAMS, apply_rewrite, check_window, strategy_rewrite
+from .rewrite import STREAMS, LayerPlan, apply_rewrite, check_window, strategy_rewrite
 from .selection import format_selection, parse_selection
 
 DEFAULT_FAMILY = "Flux"
 DEFAULT_COUNTS = {"double_blocks": 19, "single_blocks": 38}
 DEFAULT_NOTE = ("block counts of Flux.1 (19 double, 38 single) until the graph runs; "
                 "then the counts of the model the node ran on")
+# the route answers on ComfyUI's event loop: a bound on the counts keeps every answer quick
+MAX_BLOCKS = 1000
 MAX_CELLS = 256  # the strip shows at most this many cells; the rest is counted in "more_cells"
 
 
@@ -55,6 +58,34 @@ def preview_strategy(strategy: str, stream: str, first: int, last: int, params: 
     answer = context.answer([_order_stream(context, stream, None, order, largest)], [])
     if not (start_percent <= 0.0 and end_percent >= 1.0):
         answer["window"] = [start_percent, end_percent]
+    return answer
+
+
+def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: str | None = None) -> dict:
+    """A Plan Grid node: per variant line, its label and the order of every stream, or the line's error.
+
+    Lines are read and checked by ``variant_lines``, as the node does, on a model that carries no
+    plan yet; so an error names the node's own line, column (1-based) and token. A stream the line
+    leaves out runs in the original order. The baseline is not listed: it is always the model as
+    received. Comment and blank lines have no entry.
+    """
+    context = _Context(counts, family)
+    base = LayerPlan(context.family or DEFAULT_FAMILY, tuple(context.counts.items()))
+    lines, errors = scan_lines(text)
+    answers = [_line_error(error, None) for error in errors]
+    for line in lines:
+        try:
+            (plan,) = check_lines([line], base, context.check_order)
+        except PlanLinesError as bad:
+            answers.extend(_line_error(error, line.label) for error in bad.errors)
+            continue
+        orders, typed = plan.compose(plan.all_active), {part.stream: part.text.strip() for part in line.plans}
+        streams = [_order_stream(context, stream, typed.get(stream), lambda n, steps=orders[stream]: steps, None)
+                   for stream in STREAMS if context.counts[stream] or stream in typed]
+        answers.append({"number": line.number, "label": line.label, "ok": True, "error": None, "streams": streams})
+    answer = context.answer([], [])
+    answer["lines"] = sorted(answers, key=lambda entry: entry["number"])
+    answer["ok"] = all(entry["ok"] for entry in answers)
     return answer
 
 
@@ -132,8 +163,9 @@ class _Context:
         else:
             for stream in STREAMS:
                 value = counts.get(stream, 0)
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"counts[{stream!r}] = {value!r}: a block count is a whole number >= 0")
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_BLOCKS:
+                    raise ValueError(f"counts[{stream!r}] = {value!r}: a block count is a whole number "
+                                     f"from 0 to {MAX_BLOCKS}")
             self.counts, self.family = {s: counts.get(s, 0) for s in STREAMS}, family
 
     def check_order(self, stream: str, steps: Steps, n_blocks: int) -> None:
@@ -186,6 +218,12 @@ def _order_stream(context: _Context, stream: str, text: str | None, order, large
     return {**base, "ok": True, "error": None, "cells": cells[:MAX_CELLS], "more_cells": max(0, len(cells) - MAX_CELLS),
             "skipped": [i for i in range(n_blocks) if i not in ran], "plan": format_steps(steps, n_blocks),
             "changed": steps != identity(n_blocks), "steps": len(steps)}
+
+
+def _line_error(error: LineError, label: str | None) -> dict:
+    return {"number": error.number, "label": label, "ok": False, "streams": [],
+            "error": {"line": error.number, "column": error.column, "token": error.token, "reason": error.reason,
+                      "message": str(error), "text": error.text}}
 
 
 def _largest_index(text: str) -> int | None:

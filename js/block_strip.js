@@ -1,14 +1,17 @@
-// DiT Layer Lab: a strip of block cells on every plan, strategy and LoRA block node.
+// DiT Layer Lab: a strip of block cells on every plan, strategy, plan grid and LoRA block node.
 //
 // The strip never parses a plan. It sends the node's input values to the pack's route
 // (POST /dit_layer_lab/preview), which answers with the Python parser's own result, and draws
 // that: the executed steps in order, the blocks that never run, or the parse error with its token
-// and position. After a run, the node reports its model's block counts and the strip uses them.
+// and position. On a plan grid it draws one group per plan line: the label, then each stream's
+// cells, or the line's error at its line:column. After a run, the node reports its model's block
+// counts and the strip uses them.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const ROUTE = "/dit_layer_lab/preview";
+const RETRY_MS = 2000; // after a failed request
 const UI_KEY = "dit_layer_lab_blocks"; // what the nodes return in their `ui` after a run
 const DEBOUNCE_MS = 150;
 const STREAM_NAMES = { double_blocks: "double", single_blocks: "single" };
@@ -33,6 +36,10 @@ const STYLE = `
 .dll-sep { opacity: .6; margin: 0 2px; }
 .dll-error { color: #ff8a80; white-space: pre-wrap; word-break: break-word; }
 .dll-error mark { background: #ff5252; color: #fff; padding: 0 1px; }
+.dll-line { margin-bottom: 4px; padding-left: 4px; border-left: 2px solid #7fb77e; }
+.dll-line[data-ok="false"] { border-left-color: #ff5252; }
+.dll-label { font-weight: bold; margin-bottom: 1px; }
+.dll-label span { font-weight: normal; opacity: .6; }
 `;
 
 function widgetValue(node, name) {
@@ -54,23 +61,27 @@ function cell(kind, label, title, blocks) {
   return c;
 }
 
-function renderError(row, stream) {
-  const { error, text } = stream;
+// the typed text with the offending token marked (position is 0-based), then what is wrong
+function errorBox(text, position, token, message) {
   const box = el("div", "dll-error");
-  box.dataset.position = error.position ?? "";
-  box.dataset.token = error.token ?? "";
-  if (typeof text === "string" && error.position != null) {
-    // mark the offending token inside the typed text (position is 0-based)
-    const end = error.position + Math.max(error.token?.length ?? 0, 1);
-    box.append(text.slice(0, error.position), el("mark", "", text.slice(error.position, end) || " "),
-      text.slice(end), "\n");
+  box.dataset.position = position ?? "";
+  box.dataset.token = token ?? "";
+  if (typeof text === "string" && position != null) {
+    const end = position + Math.max(token?.length ?? 0, 1);
+    box.append(text.slice(0, position), el("mark", "", text.slice(position, end) || " "), text.slice(end), "\n");
   }
-  box.append(error.position == null ? error.message : `${error.reason} (position ${error.position + 1})`);
-  if (error.hint) box.append("\n" + error.hint);
-  row.append(box);
+  box.append(message);
+  return box;
 }
 
-function renderStream(stream) {
+function renderError(row, stream) {
+  const { error } = stream;
+  const message = error.position == null ? error.message : `${error.reason} (position ${error.position + 1})`;
+  row.append(errorBox(stream.text, error.position, error.token, message + (error.hint ? "\n" + error.hint : "")));
+}
+
+// compact: a stream in its original order is one word, not a row of cells (plan grid lines)
+function renderStream(stream, compact = false) {
   const row = el("div", "dll-row");
   row.dataset.stream = stream.stream;
   row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream} ${stream.blocks}`));
@@ -80,6 +91,10 @@ function renderStream(stream) {
   }
   if (stream.blocks === 0) {
     row.append(el("span", "dll-note", "this model has no such blocks"));
+    return row;
+  }
+  if (compact && !stream.changed) {
+    row.append(el("span", "dll-note", "original order"));
     return row;
   }
   for (const c of stream.cells) {
@@ -96,8 +111,28 @@ function renderStream(stream) {
   return row;
 }
 
+// one group per plan grid line: its label, then its streams or its error at line:column
+function renderLine(line) {
+  const group = el("div", "dll-line");
+  group.dataset.line = line.number;
+  group.dataset.ok = String(line.ok);
+  const label = el("div", "dll-label", line.label ?? "");
+  label.prepend(el("span", "", `line ${line.number} `));
+  group.append(label);
+  if (line.ok) {
+    group.append(...line.streams.map((stream) => renderStream(stream, true)));
+  } else {
+    const { error } = line;
+    const message = `line ${error.line}:${error.column} ${error.reason}`;
+    group.append(errorBox(error.text, error.column - 1, error.token, message));
+  }
+  return group;
+}
+
 function render(strip, answer) {
-  const rows = answer.streams.map(renderStream);
+  const rows = answer.lines ? answer.lines.map(renderLine)
+    : answer.streams.map((stream) => renderStream(stream));
+  if (answer.lines) rows.unshift(el("div", "dll-note", "the baseline (the model as received), then each line:"));
   const header = [];
   if (answer.counts_source === "default") header.push(el("div", "dll-note", "Flux.1 block counts until the graph runs"));
   else if (answer.note) header.push(el("div", "dll-note", answer.note));
@@ -151,6 +186,8 @@ class Strip {
       if (!response.ok) throw new Error(answer.error ?? response.statusText);
     } catch (error) {
       answer = { ok: false, streams: [], note: `Layer Lab preview unavailable: ${error.message}` };
+      // ask again after a pause (the next draw schedules it), not only when an input changes
+      setTimeout(() => { if (this.sent === key) this.sent = null; }, RETRY_MS);
     }
     if (key !== this.sent) return; // a newer request is on its way
     render(this.content, answer);
@@ -210,9 +247,10 @@ app.registerExtension({
       const result = onNodeCreated?.apply(this, arguments);
       this.layerLabStrip = new Strip(this, spec);
       for (const widget of this.widgets ?? []) {
-        if (spec.inputs.includes(widget.name) && ["text", "string"].includes(widget.type)) {
-          this.layerLabStrip.watchTyping(widget);
-        }
+        if (!spec.inputs.includes(widget.name)) continue;
+        if (["text", "string"].includes(widget.type)) this.layerLabStrip.watchTyping(widget);
+        // a multiline input is a textarea whose value is the widget's: follow each keystroke
+        widget.inputEl?.addEventListener("input", () => this.layerLabStrip.schedule());
       }
       return result;
     };

@@ -13,6 +13,7 @@ from ..core.drawing import to_float_array
 from ..core.experiments import grid_image
 from ..core.experiments.plan_grid import caption, plan_variants, report, variant_record
 from ..core.patching import family_of, layer_plan, with_rewrites
+from ..core.preview import model_blocks_ui
 from .sampling import RunsProgress, decode, ksampler_inputs, sample
 
 CATEGORY = "layer_lab"
@@ -102,8 +103,9 @@ class LayerLabPlanGrid(io.ComfyNode):
                        "cells": "one row per batch item, one column per variant" if batch > 1
                        else "variants row by row, baseline first"}
         grid = torch.from_numpy(to_float_array(picture))
-        return io.NodeOutput(grid, images, report(base.family, settings, arrangement, records),
-                             ui=ui.PreviewImage(grid, cls=cls))  # the grid also shows on the node
+        # the grid shows on the node, and the strip learns the model's real block counts
+        shown = {**ui.PreviewImage(grid, cls=cls).as_dict(), **model_blocks_ui(base.family, base.counts)}
+        return io.NodeOutput(grid, images, report(base.family, settings, arrangement, records), ui=shown)
 
 
 GRID_NODES = [LayerLabPlanGrid]

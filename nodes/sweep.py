@@ -7,14 +7,14 @@ import torch
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..core.experiments.bar_chart import render, to_array
 from ..core.experiments.fast_sweep import FastSweep, resume
 from ..core.experiments.sweep import (METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, Measured, SweepError,
                                       build_report, chart_panels, check_metric, check_one_order, distances,
                                       plan_texts, skip_rewrite, suggest, swept_streams, to_json, variants, windows)
-from ..core.patching import APPLY_MODEL, KEY, family_of, layer_plan, with_rewrites
+from ..core.patching import APPLY_MODEL, KEY, executed_orders, family_of, layer_plan, with_rewrites
 from .sampling import RunsProgress, decode, ksampler_inputs, sample
 
 CATEGORY = "layer_lab"
@@ -30,7 +30,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
             display_name="Layer Lab Importance Sweep",
             category=CATEGORY,
             description="Skip each block (or each window of consecutive blocks) on its own and measure how far the "
-                        "result moves from the unpatched model's. Draws a bar chart per stream, ranks the blocks "
+                        "result moves from the model as received (its baseline). Draws a bar chart per stream, ranks the blocks "
                         "from safest to skip to most important, and suggests a skip set for a budget, as plan text "
                         "ready for Layer Lab Plan.",
             inputs=[
@@ -57,7 +57,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
                                tooltip="full: sample every variant like KSampler and compare the final latents "
                                        "(exact, one sampling run per variant). fast: one model evaluation at "
                                        "noise level fast_percent, comparing the model's denoised prediction; it "
-                                       "reuses the unpatched run's block inputs, so each variant only computes the "
+                                       "reuses the baseline's block inputs, so each variant only computes the "
                                        "blocks after its window."),
                 io.Float.Input("fast_percent", default=0.5, min=0.0, max=0.99, step=0.01,
                                tooltip="Fast mode: where in the schedule to evaluate, as start_percent elsewhere "
@@ -84,9 +84,11 @@ class LayerLabImportanceSweep(io.ComfyNode):
                                  tooltip="JSON: every window from safest to most important with all its distances, "
                                          "the windows that cannot be skipped and why, and the suggestion."),
                 io.String.Output(display_name="double_blocks",
-                                 tooltip="The suggested double_blocks plan: paste it into Layer Lab Plan."),
+                                 tooltip="The suggested double_blocks plan, the stream's whole order, for a Layer Lab "
+                                         "Plan node applied to the model before any other Layer Lab node."),
                 io.String.Output(display_name="single_blocks",
-                                 tooltip="The suggested single_blocks plan: paste it into Layer Lab Plan."),
+                                 tooltip="The suggested single_blocks plan, the stream's whole order, for a Layer Lab "
+                                         "Plan node applied to the model before any other Layer Lab node."),
             ],
         )
 
@@ -139,8 +141,9 @@ class LayerLabImportanceSweep(io.ComfyNode):
                               excluded=excluded, chosen=chosen, texts=texts, settings=settings)
         subtitle = f"{base.family}, {runs.describe}, width {width}, {len(measured)} variants; budget {budget} blocks"
         chart = render(chart_panels(streams_swept, swept, measured, chosen, metric, subtitle, max_distance))
-        return io.NodeOutput(torch.from_numpy(to_array(chart))[None], to_json(report),
-                             texts.get("double_blocks", "all"), texts.get("single_blocks", "all"))
+        image = torch.from_numpy(to_array(chart))[None]
+        return io.NodeOutput(image, to_json(report), texts.get("double_blocks", "all"),
+                             texts.get("single_blocks", "all"), ui=ui.PreviewImage(image, cls=cls))
 
 
 class FullRuns:
@@ -178,11 +181,10 @@ class FastRuns:
         sigma = float(model.get_model_object("model_sampling").percent_to_sigma(percent))
         if not sigma > 0.0:
             raise SweepError(f"fast_percent = {percent} maps to noise level {sigma}; choose a smaller fast_percent")
-        orders = lambda plan: {s: steps for s, steps in plan.compose(plan.all_active).items()
-                               if s in family.block_lists}
-        self.base_orders = orders(base)
-        self.resumes = {v.window: resume(self.base_orders, orders(v.plan)) for v in runnable}
-        self.sweep = FastSweep(family, self.base_orders, self.resumes.values())
+        self.base_orders = executed_orders(base, family)
+        self.resumes = {v.window: resume(self.base_orders, executed_orders(v.plan, family)) for v in runnable}
+        self.sweep = FastSweep(family, self.base_orders, self.resumes.values(),
+                               store_device=comfy.model_management.intermediate_device())
         # a clone whose only block machinery is the sweep's wrapper (it runs the model's plan itself)
         self.model = model.clone()
         self.model.remove_wrappers_with_key(APPLY_MODEL, KEY)

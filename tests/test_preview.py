@@ -5,8 +5,10 @@ import json
 import pytest
 
 from dit_layer_lab import server_routes
-from dit_layer_lab.core.preview import (DEFAULT_COUNTS, UI_KEY, cells_of, model_blocks_ui, preview_plan,
+from dit_layer_lab.core.experiments.variant_lines import PlanLinesError, read_lines
+from dit_layer_lab.core.preview import (DEFAULT_COUNTS, UI_KEY, cells_of, model_blocks_ui, preview_lines, preview_plan,
                                         preview_selection, preview_strategy)
+from dit_layer_lab.core.rewrite import LayerPlan
 
 
 def kinds(stream):
@@ -159,7 +161,7 @@ def test_route_dispatches_by_node_type():
     ({"node_type": "LayerLabSkip", "inputs": {"stream": "double_blocks", "first": 1.5, "last": 2,
                                               "start_percent": 0, "end_percent": 1}}, "whole number"),
     ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"},
-      "counts": {"double_blocks": -1}}, "whole number >= 0"),
+      "counts": {"double_blocks": -1}}, "whole number from 0 to 1000"),
     ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"}, "counts": 19},
      "'counts'"),
 ])
@@ -178,3 +180,113 @@ def test_unknown_stream_in_a_strategy_is_an_error_not_a_crash():
 def test_nodes_report_their_model_s_block_counts():
     assert model_blocks_ui("SD3", {"double_blocks": 24}) == {
         UI_KEY: [{"family": "SD3", "counts": {"double_blocks": 24, "single_blocks": 0}}]}
+
+
+# ------------------------------------------------------------------------------ plan grid lines
+
+LINES = """\
+# one variant per line
+skip middle: double_blocks=0-2, 17-18
+
+reverse single: single_blocks = 0-3, 33-4, 34-37   # a comment after the plan
+too far: double_blocks=0-2, 19
+typo: single_blocks=0-3 x; double_blocks=all
+skip middle: double_blocks=1
+parallel: double_blocks=[0-18]*2; single_blocks=0-36
+"""
+
+
+def entries(answer):
+    return {entry["number"]: entry for entry in answer["lines"]}
+
+
+def streams_of(entry):
+    return {stream["stream"]: stream for stream in entry["streams"]}
+
+
+def test_lines_give_each_line_s_cells_and_left_out_streams_run_as_usual():
+    answer = preview_lines(LINES)
+    assert [entry["number"] for entry in answer["lines"]] == [2, 4, 5, 6, 7, 8]  # comments and blank lines: none
+    assert answer["counts_source"] == "default" and answer["streams"] == []
+    skip = entries(answer)[2]
+    assert skip["ok"] and skip["label"] == "skip middle" and skip["error"] is None
+    double, single = skip["streams"]
+    assert kinds(double) == [("run", "0"), ("run", "1"), ("run", "2"), ("run", "17"), ("run", "18")]
+    assert double["skipped"] == list(range(3, 17)) and double["text"] == "0-2, 17-18" and double["changed"]
+    # single_blocks is not on the line: the original order, shown as such
+    assert single["text"] is None and not single["changed"] and single["plan"] == "all"
+    assert kinds(single) == [("run", str(i)) for i in range(38)]
+    reverse = streams_of(entries(answer)[4])
+    assert not reverse["double_blocks"]["changed"] and reverse["single_blocks"]["text"] == "0-3, 33-4, 34-37"
+    assert kinds(reverse["single_blocks"]) == ([("run", str(i)) for i in range(4)]
+                                               + [("reversed", str(i)) for i in range(33, 3, -1)]
+                                               + [("run", str(i)) for i in range(34, 38)])
+    parallel = streams_of(entries(answer)[8])
+    assert parallel["double_blocks"]["cells"] == [{"blocks": list(range(19)), "kind": "parallel", "count": 2,
+                                                   "label": "[0-18]*2"}]
+    assert parallel["single_blocks"]["skipped"] == [37]
+
+
+def test_an_invalid_line_among_valid_ones_names_its_line_column_and_token():
+    answer = preview_lines(LINES)
+    assert not answer["ok"]
+    lines = LINES.splitlines()
+    expected = {5: ("19", "block 19 is out of range: valid double_blocks indices are 0-18"),
+                6: ("x", "unknown word 'x'"),
+                7: ("skip middle", "the label 'skip middle' is already used on line 2")}
+    for number, (token, reason) in expected.items():
+        entry = entries(answer)[number]
+        assert not entry["ok"] and entry["streams"] == []
+        error = entry["error"]
+        assert error["line"] == number and error["token"] == token and reason in error["reason"]
+        assert error["column"] == lines[number - 1].index(token) + 1  # 1-based, as an editor counts
+        assert error["text"] == lines[number - 1] and f"line {number}, column {error['column']}" in error["message"]
+    assert entries(answer)[5]["label"] == "too far"  # the syntax was fine: its label is known
+    assert [n for n, entry in entries(answer).items() if entry["ok"]] == [2, 4, 8]
+
+
+def test_lines_report_what_the_grid_node_reports():
+    """The preview's errors are exactly those the node raises before sampling (read_lines)."""
+    counts = {"double_blocks": 19, "single_blocks": 38}
+    with pytest.raises(PlanLinesError) as raised:
+        read_lines(LINES, LayerPlan("Flux", tuple(counts.items())))
+    node = [(e.number, e.column, e.token, e.reason) for e in raised.value.errors]
+    preview = [(e["error"]["line"], e["error"]["column"], e["error"]["token"], e["error"]["reason"])
+               for e in preview_lines(LINES, counts, "Flux")["lines"] if not e["ok"]]
+    assert preview == node
+
+
+def test_lines_with_only_comments_and_blank_lines_run_the_baseline_alone():
+    answer = preview_lines("# nothing yet\n\n   \n# still nothing")
+    assert answer["ok"] and answer["lines"] == []
+    assert preview_lines("")["lines"] == []
+
+
+def test_lines_use_the_model_s_counts_and_family_rule():
+    sd3 = {"double_blocks": 24, "single_blocks": 0}
+    answer = preview_lines("ok: double_blocks=0-20, 23\nlast first: double_blocks=23, 0-22", sd3, "SD3")
+    fine, bad = answer["lines"]
+    assert [s["stream"] for s in fine["streams"]] == ["double_blocks"]  # SD3 has no single stream to show
+    assert fine["streams"][0]["skipped"] == [21, 22]
+    assert "SD3 joint block 23 is the last block" in bad["error"]["reason"]
+    assert (bad["error"]["column"], bad["error"]["token"]) == (len("last first: double_blocks=") + 1, "23, 0-22")
+    assert json.loads(json.dumps(answer)) == answer
+
+
+def test_route_serves_the_plan_grid():
+    inputs = {"plans": LINES}
+    counts = {"double_blocks": 8, "single_blocks": 48}
+    assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs}) == preview_lines(LINES)
+    assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs, "counts": counts,
+                                 "family": "Flux"}) == preview_lines(LINES, counts, "Flux")
+    assert server_routes.describe()["nodes"]["LayerLabPlanGrid"] == {"kind": "lines", "inputs": ["plans"]}
+    with pytest.raises(server_routes.BadRequest, match="'plans' is text"):
+        server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": {"plans": 3}})
+
+
+def test_block_counts_beyond_any_model_are_refused_quickly():
+    # the route runs on ComfyUI's event loop; a huge count must not keep it busy
+    with pytest.raises(server_routes.BadRequest, match="from 0 to 1000"):
+        server_routes.answer({"node_type": "LayerLabSkip", "counts": {"double_blocks": 10 ** 9, "single_blocks": 0},
+                "inputs": {"stream": "double_blocks", "first": 0, "last": 1, "start_percent": 0.0,
+                           "end_percent": 1.0}})

@@ -23,9 +23,9 @@ blocks compute the same values on equal inputs (they do on one device; the test 
 bit for bit). One difference is left on purpose: ``transformer_options["block_index"]`` counts the
 steps that actually execute, so a patch that reads it sees other positions.
 
-ControlNet residuals, Chroma's modulations and block-replace patches follow their block through the
-executor as usual. A block-replace patch from another node would see the hidden states before the
-substitution, so fast mode refuses a model that has one on a swept stream.
+ControlNet residuals and Chroma's modulations follow their block through the executor as usual. A
+block-replace patch from another node would see the hidden states before the substitution, so
+fast mode refuses a model that has one on any of its streams.
 """
 
 from __future__ import annotations
@@ -87,31 +87,22 @@ def resume(base: Mapping[str, Steps], variant: Mapping[str, Steps]) -> Resume:
 # ------------------------------------------------------------------------------- hidden states
 
 
-def _read(layout, args: tuple, kwargs: dict, family: Family, stream: str) -> tuple:
-    values = []
-    for index, (parameter, _) in enumerate(layout):
-        if parameter in kwargs:
-            values.append(kwargs[parameter])
-        elif index < len(args):
-            values.append(args[index])
-        else:
-            raise SweepError(f"{family.name} {stream}: the block was called without its '{parameter}' input")
-    return tuple(values)
-
-
 def _replace(layout, args: tuple, kwargs: dict, values: tuple) -> tuple[tuple, dict]:
+    """The call's hidden-state arguments replaced by copies of ``values``, on the devices of those they replace."""
     args, kwargs = list(args), dict(kwargs)
     for index, ((parameter, _), value) in enumerate(zip(layout, values)):
         if parameter in kwargs:
-            kwargs[parameter] = value
+            kwargs[parameter] = _copy(value, kwargs[parameter])
         else:
-            args[index] = value
+            args[index] = _copy(value, args[index])
     return tuple(args), kwargs
 
 
-def _clone(values: tuple) -> tuple:
-    # blocks update their inputs in place; a recorded state must never be one of them
-    return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
+def _copy(value, like=None):
+    # blocks update their inputs in place: a recorded state is always a copy, never one of them
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(like.device if isinstance(like, torch.Tensor) else value.device, copy=True)
 
 
 class RecordInput(nn.Module):
@@ -120,8 +111,7 @@ class RecordInput(nn.Module):
         self.module, self.sweep, self.key = module, sweep, key
 
     def forward(self, *args, **kwargs):
-        self.sweep._store(self.key, _read(self.sweep._layout(self.key[0]), args, kwargs, self.sweep.family,
-                                          self.key[0]))
+        self.sweep._store(self.key, self.sweep.family.hidden_inputs(self.key[0], args, kwargs))
         return self.module(*args, **kwargs)
 
 
@@ -133,7 +123,7 @@ class StartFrom(nn.Module):
         self.module, self.layout, self.values = module, layout, values
 
     def forward(self, *args, **kwargs):
-        args, kwargs = _replace(self.layout, args, kwargs, _clone(self.values))
+        args, kwargs = _replace(self.layout, args, kwargs, self.values)
         return self.module(*args, **kwargs)
 
 
@@ -144,21 +134,21 @@ class FastSweep:
     cond and uncond rows into several calls; each variant call must match its baseline call.
     """
 
-    def __init__(self, family: Family, base: Mapping[str, Steps], resumes: Iterable[Resume]):
+    def __init__(self, family: Family, base: Mapping[str, Steps], resumes: Iterable[Resume],
+                 store_device: torch.device | None = None):
         missing = [s for s in base if s not in family.hidden_states]
         if missing:
             raise SweepError(f"{family.name} does not describe the hidden states of its {', '.join(missing)}; "
                              "fast mode cannot resume there (use mode full)")
-        self.family, self.base = family, dict(base)
+        # where recorded states wait (None: where they were made); off the GPU they cannot crowd
+        # the memory that ComfyUI's cond/uncond batching is sized by
+        self.family, self.base, self.store_device = family, dict(base), store_device
         self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
         self.states: list[dict[Position, tuple]] = []
         self.calls: list[tuple] = []  # (x shape, cond_or_uncond) of each baseline call
         self._mode: str | None = None
         self._resume: Resume | None = None
         self._call = 0
-
-    def __deepcopy__(self, memo):
-        return self  # ModelPatcher.clone deep-copies model_options
 
     @contextlib.contextmanager
     def recording(self):
@@ -236,4 +226,5 @@ class FastSweep:
 
     def _store(self, key: Position, values: tuple) -> None:
         with torch.no_grad():
-            self.states[-1][key] = _clone(values)
+            self.states[-1][key] = tuple(v.to(self.store_device or v.device, copy=True)
+                                         if isinstance(v, torch.Tensor) else v for v in values)

@@ -1,7 +1,7 @@
 """Block importance sweep, as data: which windows to skip, how far each result moved, what to suggest.
 
 A *window* is ``width`` consecutive original blocks of one stream; the sweep skips each window alone
-(sliding by one block) and compares the result with the unpatched baseline's.
+(sliding by one block) and compares the result with the baseline's: the model as received.
 
 Distances, for a baseline ``a`` and a variant ``v`` of the same shape ``[B, ...]``: every batch item
 is flattened and taken in float64, then
@@ -281,7 +281,8 @@ def build_report(*, family: str, counts: Mapping[str, int], streams: Sequence[st
             "plan": dict(texts),
             "note": "the individually safest non-overlapping windows within the budget; distances of single "
                     "skips do not add up, so the combined skip moves the result by an amount this sweep did "
-                    "not measure: run it to check",
+                    "not measure: run it to check. Each plan is the stream's whole order: use it in a Layer "
+                    "Lab Plan node applied to the model before any other Layer Lab node",
         },
     }
 

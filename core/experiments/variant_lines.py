@@ -11,7 +11,8 @@
   ``double_blocks`` (SD3: the joint blocks) and ``single_blocks``, each at most once, at least one
   per line. A plan is the plan language of ``core.plan``.
 
-``parse_lines`` checks the syntax without a model. ``check_lines`` checks every line against a
+``parse_lines`` checks the syntax without a model (``scan_lines`` too, returning the valid lines
+and the errors side by side, for a live preview). ``check_lines`` checks every line against a
 model's ``LayerPlan`` (index ranges, composition with what the model already carries, the
 family's rules); ``read_lines`` does both. Each reports every bad line at once: line number,
 1-based column, the token and the valid choices.
@@ -86,6 +87,11 @@ def parse_lines(text: str) -> list[PlanLine]:
     if errors:
         raise PlanLinesError(errors)
     return lines
+
+
+def scan_lines(text: str) -> tuple[list[PlanLine], list[LineError]]:
+    """Like ``parse_lines``, but returns the valid lines and the errors of the others instead of raising."""
+    return _parse_all(text)
 
 
 def check_lines(lines: list[PlanLine], base: LayerPlan, check: OrderCheck | None = None) -> list[LayerPlan]:

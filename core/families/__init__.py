@@ -37,6 +37,18 @@ class Family:
     # names the tokens ("image", "text", "text+image"). The probe reads states through it.
     hidden_states: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
+    def hidden_inputs(self, stream: str, args: tuple, kwargs: dict) -> tuple:
+        """The hidden states a block of ``stream`` was called with, in ``hidden_states`` order."""
+        values = []
+        for index, (parameter, _) in enumerate(self.hidden_states[stream]):
+            if parameter in kwargs:
+                values.append(kwargs[parameter])
+            elif index < len(args):
+                values.append(args[index])
+            else:
+                raise TypeError(f"{self.name} {stream}: the block was called without its '{parameter}' input")
+        return tuple(values)
+
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0
                 for stream in ("double_blocks", "single_blocks")}

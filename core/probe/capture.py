@@ -192,16 +192,7 @@ class Probe:
         return Recorder(self, stream, position, step, module)
 
     def record_input(self, stream: str, args: tuple, kwargs: dict) -> None:
-        layout = self.family.hidden_states[stream]
-        values = []
-        for index, (parameter, _) in enumerate(layout):
-            if parameter in kwargs:
-                values.append(kwargs[parameter])
-            elif index < len(args):
-                values.append(args[index])
-            else:
-                raise ProbeError(f"{self.family.name} {stream}: the block was called without its "
-                                 f"'{parameter}' input")
+        values = self.family.hidden_inputs(stream, args, kwargs)
         self._seen[stream] = []
         self._record(stream, INPUT, None, values)
 

@@ -5,8 +5,8 @@ Needs, besides ``COMFYUI_PATH`` (see conftest.py): ComfyUI's server requirements
 (playwright-core only; it never downloads a browser). Without them these tests skip with the reason.
 
 One browser session (tests/browser/drive.mjs) does everything and reports what it saw; the tests
-below check that report. With ``LAYER_LAB_SCREENSHOTS=1`` it also writes docs/strip.png and
-docs/strip_error.png.
+below check that report. With ``LAYER_LAB_SCREENSHOTS=1`` it also writes docs/strip.png,
+docs/strip_error.png, docs/strip_grid.png and docs/probe_node.png.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import subprocess
 import urllib.parse
 
 import pytest
+from PIL import Image
 
 from dit_layer_lab.core.preview import preview_plan
 from dit_layer_lab.tests.comfy import live_server
@@ -47,6 +48,17 @@ PLANS = {
     "strip_error": {"double_blocks": "0-2, [3-6]*2, 19", "single_blocks": "0-4, 7 x"},
 }
 TYPED = "0-3, 7*2"
+GRID_PLANS = """\
+# label: double_blocks=<plan>; single_blocks=<plan>
+skip middle double: double_blocks=0-2, 17-18
+reverse middle single: single_blocks=0-3, 33-4, 34-37
+
+looped parallel x3: double_blocks=0-2, [3-15]*3, 16-18; single_blocks=all
+too far: single_blocks=0-3, 40
+"""
+# The probe's heatmap as the probe node made it (see the README); the probe test delivers it to a node.
+PROBE_IMAGE = ROOT / "docs" / "probe_heatmap.png"
+PROBE_FILENAME = "layer_lab_probe_heatmap.png"
 
 # model-file inputs of standard loaders (and of the pack's LoRA nodes): the workflows name files
 # this test cannot ship, so it creates empty placeholders under these folders before validating
@@ -80,14 +92,24 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seen(server, tmp_path_factory):
-    """What one browser session saw: console, extensions, strips, typed text, loaded workflows."""
+    """What one browser session saw: console, extensions, strips, typed text, the probe's image, workflows."""
     screenshots = ROOT / "docs" if os.environ.get("LAYER_LAB_SCREENSHOTS") == "1" else None
+    # No model can run on this server (no checkpoint its loaders detect, no text encoder), so the probe's
+    # output is not produced here: the image the probe node made earlier goes into the server's temp
+    # folder, where a run's preview would be, and the browser delivers it to the node through the
+    # frontend's own path for a run's output (the `executed` event). tests/comfy/test_node_ui.py checks
+    # that the node's preview is its IMAGE output.
+    temp = server.base / "temp"
+    temp.mkdir(exist_ok=True)
+    shutil.copyfile(PROBE_IMAGE, temp / PROBE_FILENAME)
     job = {
         "url": server.url,
         "chromium": os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser"),
         "screenshots": str(screenshots) if screenshots else None,
         "plans": PLANS,
         "typing": TYPED,
+        "grid": {"plans": GRID_PLANS},
+        "probe": {"filename": PROBE_FILENAME},
         "workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS},
     }
     job_file = tmp_path_factory.mktemp("browser") / "job.json"
@@ -151,6 +173,46 @@ def test_strip_follows_typing_before_enter(seen):
     assert _cells(live)[:5] == [("run", "0"), ("run", "1"), ("run", "2"), ("run", "3"), ("repeated", "7*2")]
     assert typing["committed"] == TYPED
     assert _cells(_rows(typing["after"])["double_blocks"]) == _cells(live)
+
+
+def test_grid_strip_draws_each_plan_line(seen):
+    state = seen["grid"]
+    assert state["ok"] == "false"  # one line is invalid
+    lines = {line["number"]: line for line in state["lines"]}
+    assert sorted(lines, key=int) == ["2", "3", "5", "6"]  # the comment and the blank line have no group
+    assert [lines[n]["ok"] for n in ("2", "3", "5", "6")] == ["true", "true", "true", "false"]
+    assert lines["2"]["label"] == "line 2 skip middle double" and lines["2"]["error"] is None
+    rows = {(row["line"], row["stream"]): row for row in state["rows"] if row["line"]}
+    assert _cells(rows["2", "double_blocks"]) == (
+        [("run", "0"), ("run", "1"), ("run", "2"), ("run", "17"), ("run", "18")]
+        + [("skipped", str(i)) for i in range(3, 17)])
+    # a stream the line leaves out runs in the original order: one word, no cells
+    assert rows["2", "single_blocks"]["cells"] == [] and rows["2", "single_blocks"]["note"] == "original order"
+    assert _cells(rows["3", "single_blocks"]) == ([("run", str(i)) for i in range(4)]
+                                                 + [("reversed", str(i)) for i in range(33, 3, -1)]
+                                                 + [("run", str(i)) for i in range(34, 38)])
+    assert _cells(rows["5", "double_blocks"])[3] == ("parallel", "[3-15]*3")
+    assert rows["5", "single_blocks"]["note"] == "original order"  # 'all' typed: the original order too
+
+
+def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(seen):
+    (line,) = [line for line in seen["grid"]["lines"] if line["ok"] == "false"]
+    text = GRID_PLANS.splitlines()[5]
+    column = text.index("40") + 1
+    error = line["error"]
+    assert (line["number"], error["token"], error["marked"]) == ("6", "40", "40")
+    assert error["position"] == str(column - 1)
+    assert error["text"].startswith(text + "\n")
+    assert f"line 6:{column} block 40 is out of range: valid single_blocks indices are 0-37" in error["text"]
+    assert not any(row["line"] == "6" for row in seen["grid"]["rows"])
+
+
+def test_probe_node_shows_the_image_of_an_executed_event(seen):
+    probe = seen["probe"]
+    with Image.open(PROBE_IMAGE) as image:
+        assert (probe["width"], probe["height"]) == image.size
+    assert f"filename={PROBE_FILENAME}" in probe["src"] and "type=temp" in probe["src"]
+    assert {"filename": PROBE_FILENAME, "type": "temp", "status": 200} in probe["views"]
 
 
 def test_route_answers_over_http(server):

@@ -152,7 +152,8 @@ def test_report_and_the_grid_shown_on_the_node(family, vae, tmp_path, monkeypatc
     output = grid_output(model, vae, inputs, lines)
     grid, images, report = output.args
     report = json.loads(report)
-    (shown,) = output.ui.as_dict()["images"]
+    (shown,) = output.ui["images"]
+    assert output.ui["dit_layer_lab_blocks"][0]["counts"]["double_blocks"] > 0  # the strip learns the counts
     assert shown["type"] == "temp"
     assert np.array_equal(np.asarray(Image.open(tmp_path / shown["subfolder"] / shown["filename"]).convert("RGB")),
                           grid_image.to_uint8(grid[0].numpy()))

@@ -22,7 +22,7 @@ SEED, STEPS, CFG, PERCENT = 5, 2, 2.0, 0.4
 BUILDERS = {
     "flux": lambda: tm.tiny_flux(double=3, single=4),
     "sd3": lambda: tm.tiny_sd3(joint=4),
-    "chroma": lambda: tm.tiny_chroma(double=2, single=3),
+    "chroma": lambda: tm.tiny_chroma(double=3, single=3),  # 3: a double-stream resume mid-stream
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
@@ -172,8 +172,13 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
 def test_fast_mode_with_a_batch_and_cfg_keeps_one_call_per_evaluation_in_step():
     model, positive, negative, latent = setup("flux", batch=2)
     _, report, _, _ = sweep(model, positive, negative, latent, mode="fast", streams="single_blocks")
+    base = one_evaluation(model, positive, negative, latent)
     for r in report["ranking"]:
-        assert len(r["per_item"]["latent_cosine"]) == 2
+        variant = one_evaluation(skipped(model, r["stream"], r["first"], r["last"]), positive, negative, latent)
+        for item in range(2):  # each batch row against the same row of a plain evaluation of the skip
+            cos, rel = numpy_distances(base[item:item + 1], variant[item:item + 1])
+            assert r["per_item"]["latent_cosine"][item] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+            assert r["per_item"]["latent_rel_l2"][item] == pytest.approx(rel, rel=1e-9)
         assert r["distances"]["latent_cosine"] == pytest.approx(np.mean(r["per_item"]["latent_cosine"]))
 
 
@@ -311,13 +316,13 @@ def test_progress_counts_the_variants(progress_calls, mode):
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
-def test_an_interrupt_stops_between_variants_and_leaves_the_model_clean(progress_calls, mode):
+def test_an_interrupt_stops_the_sweep_and_leaves_the_model_clean(progress_calls, mode):
     model, positive, negative, latent = setup("flux")
     before = snapshot(model)
 
     def hook(value, total, preview, node_id=None):
         progress_calls.append((value, total))
-        if (value, total) == (3 * ticks_per_run(mode), 8 * ticks_per_run(mode)):  # baseline + 2 variants done
+        if (value, total) == (3 * ticks_per_run(mode), 8 * ticks_per_run(mode)):  # at the end of variant 2
             comfy.model_management.interrupt_current_processing(True)
 
     comfy.utils.set_progress_bar_global_hook(hook)
