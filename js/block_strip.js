@@ -11,9 +11,9 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const ROUTE = "/dit_layer_lab/preview";
-const RETRY_MS = 2000; // after a failed request
 const UI_KEY = "dit_layer_lab_blocks"; // what the nodes return in their `ui` after a run
 const DEBOUNCE_MS = 150;
+const RETRY_MS = 2000; // after a failed request
 const STREAM_NAMES = { double_blocks: "double", single_blocks: "single" };
 const MARGIN = 4;
 

@@ -80,9 +80,11 @@ class ComfyServer:
         self.log_path = base / "server.log"
         self.process = None
 
-    def start(self, timeout: float = 120.0) -> "ComfyServer":
+    def start(self, timeout: float = 120.0, retries: int = 2) -> "ComfyServer":
         (self.base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-        (self.base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+        link = self.base / "custom_nodes" / PACK_FOLDER
+        if not link.is_symlink():
+            link.symlink_to(ROOT, target_is_directory=True)
         settings = self.base / "user" / "default" / "comfy.settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
@@ -98,6 +100,10 @@ class ComfyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log().lower() and retries:  # the free port was taken meanwhile
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    return self.start(timeout, retries - 1)
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
             try:
                 self.get("/object_info/LayerLabPlan")

@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import urllib.parse
 
@@ -114,10 +115,18 @@ def seen(server, tmp_path_factory):
     }
     job_file = tmp_path_factory.mktemp("browser") / "job.json"
     job_file.write_text(json.dumps(job))
-    done = subprocess.run(["node", str(DRIVER), str(job_file)], capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise AssertionError(f"the browser driver failed:\n{done.stderr[-4000:]}\nserver log:\n{server.log()[-3000:]}")
-    return json.loads(done.stdout)
+    # its own process group, so that a timeout also ends the Chromium it started
+    driver = subprocess.Popen(["node", str(DRIVER), str(job_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        stdout, stderr = driver.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+        raise AssertionError(f"the browser driver did not finish in 600 s\nserver log:\n{server.log()[-3000:]}")
+    if driver.returncode != 0:
+        raise AssertionError(f"the browser driver failed:\n{stderr[-4000:]}\nserver log:\n{server.log()[-3000:]}")
+    return json.loads(stdout)
 
 
 def _rows(state):
