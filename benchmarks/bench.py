@@ -206,27 +206,42 @@ def plan_section(preset, device, steps, rounds):
           f"{1000 * saved:.1f} ms, {saved / block_seconds:.1%} of their time.")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every benchmark entry point shares (this file's and each section file's own)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), default="cpu-mid")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", choices=["plan", "probe", "sweep"], default=None)
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser
+
+
+def prepare(args) -> None:
     load_comfy()
     if args.device == "cuda":
         import comfy.cli_args
         comfy.cli_args.args.cpu = False
+
+
+def section(name: str):
+    """A benchmark section kept in its own file, ``benchmarks/<name>.py``, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(f"dit_layer_lab_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main():
+    parser = command_line(__doc__, rounds=7)
+    parser.add_argument("--only", choices=["plan", "probe", "sweep"], default=None)
+    args = parser.parse_args()
+    prepare(args)
     if args.only in (None, "plan"):
         plan_section(args.preset, args.device, args.steps, args.rounds)
-    for section in ("probe", "sweep"):  # sections in their own files, each with run(args)
-        if args.only in (None, section):
-            path = ROOT / "benchmarks" / f"{section}_cost.py"
-            spec = importlib.util.spec_from_file_location(f"{section}_cost", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            module.run(args)
+    for name in ("probe", "sweep"):  # sections in their own files, each with run(args)
+        if args.only in (None, name):
+            section(f"{name}_cost").run(args)
+
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ node's IMAGE output of a per_step probe as a PNG.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import pathlib
@@ -129,18 +128,11 @@ def run(args) -> dict:
 
 def main():
     bench = _bench()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=list(bench.PRESETS), default="cpu-mid")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = bench.command_line(__doc__, rounds=5)
     parser.add_argument("--latent", type=int, default=None, help="latent size in latent pixels (preset's if unset)")
     parser.add_argument("--heatmap", default=None, help="save the node's heatmap here (PNG)")
     args = parser.parse_args()
-    bench.load_comfy()
-    if args.device == "cuda":
-        import comfy.cli_args
-        comfy.cli_args.args.cpu = False
+    bench.prepare(args)
     run(args)
 
 

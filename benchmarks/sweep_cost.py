@@ -19,7 +19,6 @@ random weights (``bench.build_flux``), cfg 1 (one model call per evaluation), wi
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib.util
 import json
@@ -168,17 +167,10 @@ def run(args) -> dict:
 
 def main():
     bench = _module("bench")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=list(bench.PRESETS), default="cpu-mid")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = bench.command_line(__doc__, rounds=5)
     parser.add_argument("--chart", default=None, help="save a full-mode sweep's chart here (PNG)")
     args = parser.parse_args()
-    bench.load_comfy()
-    if args.device == "cuda":
-        import comfy.cli_args
-        comfy.cli_args.args.cpu = False
+    bench.prepare(args)
     run(args)
 
 

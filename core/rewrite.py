@@ -211,6 +211,12 @@ class LayerPlan:
     def windowed(self) -> bool:
         return not all(r.always for r in self.rewrites)
 
+    @property
+    def order_changes_during_sampling(self) -> bool:
+        """Whether windows make the executed order differ between parts of the schedule."""
+        return self.windowed and len({tuple(sorted(self.compose(active).items()))
+                                      for active in self.possible_active_sets()}) > 1
+
     def summary(self) -> str:
         lines = [f"{self.family}: " + ", ".join(f"{s} {n}" for s, n in self.block_counts if n)]
         pieces = self._pieces() if self.windowed else [(0.0, 1.0, self.all_active)]

@@ -126,16 +126,21 @@ def flux_base(g: Graph, x: int = 0):
     return unet, vae, positive, negative, latent
 
 
+def sampling_inputs(model, positive, negative, latent) -> dict:
+    """The links every sampling node takes (KSampler's and ours)."""
+    return {"model": model, "positive": positive.out("CONDITIONING"), "negative": negative.out("CONDITIONING"),
+            "latent_image": latent.out("LATENT")}
+
+
 def sample_and_save(g: Graph, pos, model, positive, negative, latent, vae, prefix: str, title: str, **settings):
     x, y = pos
-    sampler = g.add("KSampler", (x, y), title=title, inputs={
-        "model": model, "positive": positive.out("CONDITIONING"), "negative": negative.out("CONDITIONING"),
-        "latent_image": latent.out("LATENT")}, seed=42, **settings)
+    sampler = g.add("KSampler", (x, y), title=title, inputs=sampling_inputs(model, positive, negative, latent),
+                    **settings)
     image = g.add("VAEDecode", (x + 360, y), inputs={"samples": sampler.out("LATENT"), "vae": vae.out("VAE")})
     g.add("SaveImage", (x + 720, y), inputs={"images": image.out("IMAGE")}, filename_prefix=prefix)
 
 
-FLUX_SETTINGS = dict(steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+FLUX_SETTINGS = dict(seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
 
 
 def note(g: Graph, pos, text: str):
@@ -171,10 +176,8 @@ def flux_looped_parallel(g: Graph):
 
 def flux_probe(g: Graph):
     unet, vae, positive, negative, latent = flux_base(g)
-    probe = g.add("LayerLabSimilarityProbe", (760, 0), inputs={
-        "model": unet.out("MODEL"), "positive": positive.out("CONDITIONING"),
-        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
-        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple")
+    probe = g.add("LayerLabSimilarityProbe", (760, 0),
+                  inputs=sampling_inputs(unet.out("MODEL"), positive, negative, latent), **FLUX_SETTINGS)
     g.add("PreviewImage", (1120, 0), inputs={"images": probe.out("heatmap")})
     image = g.add("VAEDecode", (1120, 420), inputs={"samples": probe.out("LATENT"), "vae": vae.out("VAE")})
     g.add("PreviewImage", (1480, 420), inputs={"images": image.out("IMAGE")})
@@ -195,7 +198,7 @@ def sd35_reverse_repeat(g: Graph):
                     stream="double_blocks", first=12, last=25)
     repeat = g.add("LayerLabRepeat", (760, 100), inputs={"model": checkpoint.out("MODEL")},
                    stream="double_blocks", first=12, last=25)
-    settings = dict(steps=28, cfg=4.5, sampler_name="euler", scheduler="sgm_uniform", denoise=1.0)
+    settings = dict(seed=42, steps=28, cfg=4.5, sampler_name="euler", scheduler="sgm_uniform", denoise=1.0)
     sample_and_save(g, (1120, -220), reverse.out("MODEL"), positive, negative, latent, checkpoint,
                     "layer_lab/sd35_reverse", "KSampler (joint blocks 12-25 reversed)", **settings)
     sample_and_save(g, (1120, 100), repeat.out("MODEL"), positive, negative, latent, checkpoint,
@@ -211,10 +214,9 @@ def auraflow_probe(g: Graph):
     positive = g.add("CLIPTextEncode", (360, 60), inputs={"clip": checkpoint.out("CLIP")}, text=PROMPT)
     negative = g.add("CLIPTextEncode", (360, 300), inputs={"clip": checkpoint.out("CLIP")}, text=NEGATIVE)
     latent = g.add("EmptyLatentImage", (360, 540), width=1024, height=1024)
-    probe = g.add("LayerLabSimilarityProbe", (760, 0), inputs={
-        "model": sampling.out("MODEL"), "positive": positive.out("CONDITIONING"),
-        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
-        seed=42, steps=25, cfg=3.5, sampler_name="uni_pc", scheduler="normal")
+    probe = g.add("LayerLabSimilarityProbe", (760, 0),
+                  inputs=sampling_inputs(sampling.out("MODEL"), positive, negative, latent),
+                  seed=42, steps=25, cfg=3.5, sampler_name="uni_pc", scheduler="normal")
     g.add("PreviewImage", (1120, 0), inputs={"images": probe.out("heatmap")})
     image = g.add("VAEDecode", (1120, 420), inputs={"samples": probe.out("LATENT"), "vae": checkpoint.out("VAE")})
     g.add("PreviewImage", (1480, 420), inputs={"images": image.out("IMAGE")})
@@ -236,10 +238,9 @@ def flux_lora_blocks(g: Graph):
 
 def flux_plan_grid(g: Graph):
     unet, vae, positive, negative, latent = flux_base(g)
-    grid = g.add("LayerLabPlanGrid", (760, 0), inputs={
-        "model": unet.out("MODEL"), "vae": vae.out("VAE"), "positive": positive.out("CONDITIONING"),
-        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
-        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple")
+    links = sampling_inputs(unet.out("MODEL"), positive, negative, latent)
+    grid = g.add("LayerLabPlanGrid", (760, 0), inputs={"model": links.pop("model"), "vae": vae.out("VAE"), **links},
+                 **FLUX_SETTINGS)
     g.add("SaveImage", (1120, 0), inputs={"images": grid.out("grid")}, filename_prefix="layer_lab/flux_plan_grid")
     g.add("PreviewAny", (1120, 420), inputs={"source": grid.out("report")})
     note(g, (0, -220), "**Plan grid.** One prompt, one seed, one cell per plan line: the unchanged model first, "
@@ -249,11 +250,9 @@ def flux_plan_grid(g: Graph):
 
 def flux_importance_sweep(g: Graph):
     unet, vae, positive, negative, latent = flux_base(g)
-    sweep = g.add("LayerLabImportanceSweep", (760, 0), inputs={
-        "model": unet.out("MODEL"), "positive": positive.out("CONDITIONING"),
-        "negative": negative.out("CONDITIONING"), "latent_image": latent.out("LATENT")},
-        seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", streams="both", mode="fast",
-        budget=8)
+    sweep = g.add("LayerLabImportanceSweep", (760, 0),
+                  inputs=sampling_inputs(unet.out("MODEL"), positive, negative, latent),
+                  **FLUX_SETTINGS, streams="both", mode="fast", budget=8)
     g.add("PreviewImage", (1120, 0), inputs={"images": sweep.out("chart")})
     g.add("PreviewAny", (1120, 420), inputs={"source": sweep.out("ranking")})
     plan = g.add("LayerLabPlan", (1480, 0), inputs={"model": unet.out("MODEL")})
