@@ -1,12 +1,15 @@
 """Run a diffusion transformer's blocks in a planned order, for the duration of one call.
 
 The model's own forward loop stays in charge: for the call, each planned stream's block list is
-replaced by a list of the planned steps (the original block modules, or a ``ParallelBlocks`` for
-an averaged group) and put back in ``finally``. No weight moves and no state-dict name changes, so
-LoRA, merges, hooks and saving see the model they expect.
+replaced by a ``PlannedBlocks`` whose iteration yields the planned steps (the original block
+modules, or a ``ParallelBlocks`` for an averaged group) and put back in ``finally``. No weight
+moves and no name changes: looked up by name ("double_blocks.3.img_attn"), in ``named_modules()``
+or ``state_dict()``, the list is still the original one, so LoRA, merges, hooks, saving, and
+anything that loads or unloads weights in the middle of a call see the model they expect.
 
-What the loop does by position is moved along with the blocks: ControlNet residuals and
-``patches_replace["dit"]`` entries follow the block they belong to.
+What the loop does by position is moved along with the blocks: ControlNet residuals,
+``patches_replace["dit"]`` entries and block-index patches follow the block they belong to, and a
+block that the loop tells its index (``transformer_options["block_index"]``) is told its own.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from torch import nn
 
 from .families import Family
-from .plan import PlanError, Step, Steps
+from .plan import PlanError, Step, Steps, format_steps
 
 # select_member(args, kwargs, j) -> (args, kwargs) for the j-th member of a parallel step
 SelectMember = Callable[[tuple, dict, int], tuple[tuple, dict]]
@@ -65,15 +68,61 @@ def _copy(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
+class OwnIndex(nn.Module):
+    """Runs block ``index`` with ``transformer_options["block_index"]`` set to ``index``, wherever it runs.
+
+    Loops write the loop position there just before calling the block; state keyed by it (attention
+    patches, ``FluxKVCache``) belongs to the block, so the block is told its own index. The loop's
+    dict is updated in place, so patches the loop calls after the block see the same index.
+    """
+
+    def __init__(self, block: nn.Module, index: int):
+        super().__init__()
+        self.block, self.index = block, index
+
+    def forward(self, *args, **kwargs):
+        options = kwargs.get("transformer_options")
+        if options is not None and "block_index" in options:
+            options["block_index"] = self.index
+        return self.block(*args, **kwargs)
+
+
+class PlannedBlocks(nn.Module):
+    """A block list as the model's loop sees it during one planned call.
+
+    ``len()``, iteration and integer indexing give the planned steps. Everything that goes by name
+    (``getattr(blocks, "3")``, ``named_modules()``, ``state_dict()``, ``.to()``) still reaches the
+    original blocks under their own names, because the original list's module table is shared.
+    """
+
+    def __init__(self, original: nn.ModuleList, steps: list[nn.Module]):
+        super().__init__()
+        self._modules = original._modules
+        self.steps = tuple(steps)  # a tuple: not registered as a submodule
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __getitem__(self, index):
+        return self.steps[index]
+
+
 def build_steps(blocks: nn.ModuleList, stream: str, steps: Steps, select_member: SelectMember | None,
-                wrap_step: WrapStep | None) -> nn.ModuleList:
+                wrap_step: WrapStep | None) -> PlannedBlocks:
     modules = []
     for position, step in enumerate(steps):
-        module = blocks[step[0]] if len(step) == 1 else ParallelBlocks([blocks[i] for i in step], select_member)
+        if len(step) == 1:
+            i = step[0]
+            module = blocks[i] if i == position else OwnIndex(blocks[i], i)
+        else:
+            module = ParallelBlocks([OwnIndex(blocks[i], i) for i in step], select_member)
         if wrap_step is not None:
             module = wrap_step(stream, position, step, module)
         modules.append(module)
-    return nn.ModuleList(modules)
+    return PlannedBlocks(blocks, modules)
 
 
 @contextlib.contextmanager
@@ -89,7 +138,7 @@ def planned_order(dit: nn.Module, family: Family, orders: Mapping[str, Steps], t
             for stream, steps in orders.items():
                 setattr(dit, family.block_lists[stream],
                         build_steps(originals[stream], stream, steps, select_member, wrap_step))
-            yield (remap_replace_patches(transformer_options, family, orders),
+            yield (remap_index_patches(remap_replace_patches(transformer_options, family, orders), family, orders),
                    remap_control(control, family, orders))
         finally:
             for stream, blocks in originals.items():
@@ -111,10 +160,50 @@ def remap_replace_patches(transformer_options: dict, family: Family, orders: Map
             if len(step) > 1:
                 raise PlanError(f"{stream} block {owned[0]} carries a block-replace patch from another node "
                                 "and runs in a parallel group; such a patch can only follow a block that runs alone")
-            remapped[(kind, position)] = patches[(kind, owned[0])]
+            remapped[(kind, position)] = _told_own_index(patches[(kind, owned[0])], owned[0])
     options = dict(transformer_options)
     options["patches_replace"] = {**transformer_options["patches_replace"], "dit": remapped}
     return options
+
+
+def _told_own_index(patch, index: int):
+    def run(args, extra):
+        options = args.get("transformer_options")
+        if options is not None and "block_index" in options:
+            options["block_index"] = index
+        return patch(args, extra)
+    return run
+
+
+def remap_index_patches(transformer_options: dict, family: Family, orders: Mapping[str, Steps]) -> dict:
+    """Patches the loop calls after each block with ``"block_index": position`` get the block's own index.
+
+    A parallel group has no one index, so a block-index patch on a stream with one is refused.
+    """
+    patches = transformer_options.get("patches")
+    kinds = {family.index_patches[stream]: stream for stream in orders if stream in family.index_patches}
+    if not patches or not any(patches.get(kind) for kind in kinds):
+        return transformer_options
+    remapped = dict(patches)
+    for kind, stream in kinds.items():
+        if not patches.get(kind):
+            continue
+        steps = orders[stream]
+        grouped = next((step for step in steps if len(step) > 1), None)
+        if grouped is not None:
+            raise PlanError(f"another node patches every {stream} block by its index (transformer_options "
+                            f"patches[{kind!r}]), and the plan runs blocks {format_steps((grouped,))} as a parallel "
+                            "group, which has no single index; run that model without parallel groups")
+        remapped[kind] = [_by_own_index(patch, steps) for patch in patches[kind]]
+    options = dict(transformer_options)
+    options["patches"] = remapped
+    return options
+
+
+def _by_own_index(patch, steps: Steps):
+    def run(args):
+        return patch({**args, "block_index": steps[args["block_index"]][0]})
+    return run
 
 
 def remap_control(control: dict | None, family: Family, orders: Mapping[str, Steps]) -> dict | None:

@@ -31,8 +31,18 @@ class Rewrite:
     def always(self) -> bool:
         return self.start_percent <= 0.0 and self.end_percent >= 1.0
 
+    @property
+    def never(self) -> bool:
+        """A window of zero length: it contains no noise level, so the rewrite never applies."""
+        return self.start_percent >= self.end_percent
+
     def active_at(self, percent: float) -> bool:
-        return self.start_percent <= percent <= self.end_percent
+        """Half-open, as ComfyUI's windows are: from start_percent up to, not including, end_percent."""
+        return self.always or self.start_percent <= percent < self.end_percent
+
+    def active_at_sigma(self, sigma: float, percent_to_sigma: Callable[[float], float]) -> bool:
+        """ComfyUI's rule (Skip Layer Guidance, hooks): active while sigma(end) < sigma <= sigma(start)."""
+        return self.always or percent_to_sigma(self.start_percent) >= sigma > percent_to_sigma(self.end_percent)
 
 
 # ------------------------------------------------------------------------ the paper's strategies
@@ -199,9 +209,7 @@ class LayerPlan:
         return frozenset(i for i, r in enumerate(self.rewrites) if r.active_at(percent))
 
     def active_at_sigma(self, sigma: float, percent_to_sigma: Callable[[float], float]) -> frozenset[int]:
-        """Like ComfyUI's own timestep ranges: active while sigma(start) >= sigma >= sigma(end)."""
-        return frozenset(i for i, r in enumerate(self.rewrites)
-                         if r.always or percent_to_sigma(r.start_percent) >= sigma >= percent_to_sigma(r.end_percent))
+        return frozenset(i for i, r in enumerate(self.rewrites) if r.active_at_sigma(sigma, percent_to_sigma))
 
     @property
     def all_active(self) -> frozenset[int]:
@@ -226,6 +234,7 @@ class LayerPlan:
             for stream, n in self.block_counts:
                 if n:
                     lines.append(f"{prefix}{stream} = {format_steps(orders[stream], n)}")
+        lines += [f"never applies (empty window at {r.start_percent:.0%}): {r.label}" for r in self.rewrites if r.never]
         return "\n".join(lines)
 
     def _pieces(self) -> Iterable[tuple[float, float, frozenset[int]]]:

@@ -121,3 +121,83 @@ def test_state_dict_names_are_intact_during_the_call():
     with planned_order(dit, TOY, PLANS["mixed"], {}) as _:
         assert isinstance(dit.double_blocks[1], ParallelBlocks)
     assert list(dit.state_dict()) == names
+
+
+def _told(dit, orders, options=None):
+    """(stream, block index) of every block run, as each block was told it by transformer_options."""
+    told = []
+    run(dit, orders, *inputs(), options={**(options or {}), "told": told})
+    names = {id(b): ("double_blocks", i) for i, b in enumerate(dit.double_blocks)}
+    names.update({id(b): ("single_blocks", i) for i, b in enumerate(dit.single_blocks)})
+    return [(names[id(block)], index) for block, index in told]
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_every_block_is_told_its_own_index(name):
+    dit = ToyDiT()
+    told = _told(dit, PLANS[name])
+    assert told or name == "none"
+    assert all(index == own for (stream, own), index in told), told
+    ran = [own for (stream, own), _ in told if stream == "double_blocks"]
+    expected = PLANS[name].get("double_blocks", tuple((i,) for i in range(5)))
+    assert ran == [i for step in expected for i in step]
+
+
+def test_a_block_run_through_a_moved_replace_patch_is_told_its_own_index():
+    dit = ToyDiT()
+    options = {"patches_replace": {"dit": {("single_block", 1): lambda a, e: e["original_block"](a)}}}
+    told = _told(dit, {"single_blocks": parse_steps("5-0", 6)}, options)
+    assert [t for t in told if t[0][0] == "single_blocks"] == [(("single_blocks", i), i) for i in range(5, -1, -1)]
+
+
+def _offset_patch(offsets, seen):
+    def patch(args):
+        seen.append((args["block_index"], args["transformer_options"]["block_index"]))
+        return {"img": args["img"] + offsets[args["block_index"]]}
+    return patch
+
+
+@pytest.mark.parametrize("name", ["skip", "repeat", "mixed", "none"])
+def test_block_index_patches_follow_their_block(name):
+    orders = dict(PLANS[name])
+    orders["double_blocks"] = tuple(s for s in orders.get("double_blocks", ()) if len(s) == 1) or ((3,), (1,))
+    dit, args = ToyDiT(), inputs()
+    offsets = [torch.full((8,), float(i + 1)) / 10 for i in range(5)]
+    seen = []
+    out = run(dit, orders, *args, options={"patches": {"double_block": [_offset_patch(offsets, seen)]}})
+    # the reference adds block i's offset after every run of block i, as a residual that follows its block
+    control = {"input": offsets, "output": []}
+    assert torch.allclose(out, reference(dit, orders, *args, control=control), atol=1e-6)
+    ran = [step[0] for step in orders["double_blocks"]]
+    assert seen == [(i, i) for i in ran]
+
+
+def test_block_index_patch_with_a_parallel_group_is_refused():
+    dit, args = ToyDiT(), inputs()
+    options = {"patches": {"double_block": [lambda a: {"img": a["img"]}]}}
+    with pytest.raises(PlanError, match=r"patches\['double_block'\].*blocks \[1-3\] as a parallel group"):
+        run(dit, PLANS["parallel"], *args, options=options)
+    run(dit, {"single_blocks": PLANS["parallel"]["single_blocks"]}, *args, options=options)  # other stream: fine
+
+
+def test_names_reach_the_original_blocks_during_a_planned_call():
+    """Anything that walks the model by name mid-call (weight patching, unloading) finds each block under its own name."""
+    dit, args = ToyDiT(), inputs()
+    names = [name for name, _ in dit.named_modules()]
+    modules = dict(dit.named_modules())
+    seen = []
+
+    def look(a, extra):
+        seen.append(([name for name, _ in dit.named_modules()], dit.get_submodule("double_blocks.3"),
+                     dit.get_parameter("double_blocks.4.img"), list(dit.state_dict())))
+        return extra["original_block"](a)
+
+    options = {"patches_replace": {"dit": {("double_block", 0): look}}}
+    run(dit, {"double_blocks": parse_steps("4-0", 5), "single_blocks": parse_steps("[0-2], 5*2", 6)}, *args,
+        options=options)
+    assert len(seen) == 1
+    during_names, block3, weight4, keys = seen[0]
+    assert during_names == names
+    assert block3 is modules["double_blocks.3"]
+    assert weight4 is modules["double_blocks.4"].img
+    assert keys == list(dit.state_dict())

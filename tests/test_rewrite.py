@@ -116,9 +116,34 @@ def test_conflicts_are_found_only_where_windows_meet():
     plan = add(flux_plan(), first, later)
     assert plan.orders(plan.active_at(0.2)) == {"double_blocks": parse_steps("0-2, 6-3, 7-18", 19)}
     assert plan.orders(plan.active_at(0.7)) == {"double_blocks": parse_steps("0-2, 7-18", 19)}
-    overlapping = strategy_rewrite(COUNTS, "skip", "double_blocks", 3, 6, start_percent=0.4)
+    overlapping = strategy_rewrite(COUNTS, "skip", "double_blocks", 3, 6, start_percent=0.3)
     with pytest.raises(PlanError):
-        add(flux_plan(), first, overlapping)  # both active at exactly 40%
+        add(flux_plan(), first, overlapping)  # both active from 30% up to 40%
+
+
+def test_windows_that_meet_do_not_overlap():
+    # half-open, as ComfyUI's: [0, 0.5) then [0.5, 1]; at exactly 50% only the later one applies
+    first = strategy_rewrite(COUNTS, "reverse", "double_blocks", 3, 6, end_percent=0.5)
+    later = strategy_rewrite(COUNTS, "skip", "double_blocks", 3, 6, start_percent=0.5)
+    plan = add(flux_plan(), first, later)
+    assert plan.active_at(0.5) == frozenset({1})
+    assert plan.orders(plan.active_at(0.49)) == {"double_blocks": parse_steps("0-2, 6-3, 7-18", 19)}
+    assert plan.orders(plan.active_at(0.5)) == {"double_blocks": parse_steps("0-2, 7-18", 19)}
+    to_sigma = lambda p: 1.0 - p  # noqa: E731
+    assert plan.active_at_sigma(0.5, to_sigma) == frozenset({1})
+    assert plan.active_at_sigma(0.5000001, to_sigma) == frozenset({0})
+
+
+def test_a_zero_length_window_never_applies():
+    empty = strategy_rewrite(COUNTS, "skip", "double_blocks", 3, 6, start_percent=0.4, end_percent=0.4)
+    plan = add(flux_plan(), empty)
+    to_sigma = lambda p: 1.0 - p  # noqa: E731
+    assert all(plan.active_at(p) == frozenset() for p in (0.0, 0.39, 0.4, 0.41, 1.0))
+    assert all(plan.active_at_sigma(s, to_sigma) == frozenset() for s in (1.0, 0.6, 0.59, 0.0))
+    assert not plan.order_changes_during_sampling
+    assert "never applies (empty window at 40%): skip double_blocks 3-6" in plan.summary()
+    # an empty window cannot conflict with anything
+    add(flux_plan(), empty, strategy_rewrite(COUNTS, "reverse", "double_blocks", 2, 8))
 
 
 def test_active_at_sigma_follows_comfyui_ranges():
@@ -126,7 +151,8 @@ def test_active_at_sigma_follows_comfyui_ranges():
     to_sigma = lambda p: 1.0 - p  # noqa: E731  a flow model's schedule
     assert plan.active_at_sigma(0.9, to_sigma) == frozenset()
     assert plan.active_at_sigma(0.75, to_sigma) == frozenset({0})
-    assert plan.active_at_sigma(0.5, to_sigma) == frozenset({0})
+    assert plan.active_at_sigma(0.5000001, to_sigma) == frozenset({0})
+    assert plan.active_at_sigma(0.5, to_sigma) == frozenset()  # sigma(end) itself is outside
     assert plan.active_at_sigma(0.2, to_sigma) == frozenset()
 
 

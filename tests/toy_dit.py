@@ -1,13 +1,21 @@
 """A small DiT on plain torch whose forward loop behaves like ComfyUI's Flux one.
 
 Blocks update their inputs in place, ``patches_replace["dit"]`` and ControlNet residuals are
-looked up by loop position, and the single stream runs on txt and img concatenated.
+looked up by loop position, and the single stream runs on txt and img concatenated. Like Flux, the
+loop writes ``transformer_options["block_index"]`` before each block (a block appends the index it
+was told to ``transformer_options["told"]``, if present), and like Qwen-Image and Wan it calls
+``transformer_options["patches"]["double_block"]`` after each double block with ``"block_index": i``.
 """
 
 import torch
 from torch import nn
 
 from dit_layer_lab.core.families import Family
+
+
+def _tell(block, transformer_options):
+    if transformer_options is not None and "told" in transformer_options:
+        transformer_options["told"].append((block, transformer_options["block_index"]))
 
 
 class DoubleBlock(nn.Module):
@@ -17,7 +25,8 @@ class DoubleBlock(nn.Module):
         self.img = nn.Parameter(torch.randn(dim, dim, generator=g) / dim ** 0.5)
         self.txt = nn.Parameter(torch.randn(dim, dim, generator=g) / dim ** 0.5)
 
-    def forward(self, img, txt, vec):
+    def forward(self, img, txt, vec, transformer_options=None):
+        _tell(self, transformer_options)
         joint = torch.tanh(img.mean(1, keepdim=True) + txt.mean(1, keepdim=True) + vec[:, None])
         img += torch.tanh(img @ self.img) + joint  # in place, as Flux does
         txt += torch.tanh(txt @ self.txt) - joint
@@ -30,7 +39,8 @@ class SingleBlock(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.w = nn.Parameter(torch.randn(dim, dim, generator=g) / dim ** 0.5)
 
-    def forward(self, x, vec):
+    def forward(self, x, vec, transformer_options=None):
+        _tell(self, transformer_options)
         x += torch.tanh(x @ self.w + vec[:, None])
         return x
 
@@ -42,24 +52,33 @@ class ToyDiT(nn.Module):
         self.single_blocks = nn.ModuleList(SingleBlock(dim, 200 + i) for i in range(single))
 
     def forward(self, img, txt, vec, control=None, transformer_options={}):
-        replace = transformer_options.get("patches_replace", {}).get("dit", {})
+        options = transformer_options.copy()
+        replace = options.get("patches_replace", {}).get("dit", {})
+        index_patches = options.get("patches", {}).get("double_block", [])
         for i, block in enumerate(self.double_blocks):
+            options["block_index"] = i
             if ("double_block", i) in replace:
                 out = replace[("double_block", i)](
-                    {"img": img, "txt": txt, "vec": vec},
-                    {"original_block": lambda a, block=block: dict(zip(("img", "txt"), block(a["img"], a["txt"], a["vec"])))})
+                    {"img": img, "txt": txt, "vec": vec, "transformer_options": options},
+                    {"original_block": lambda a, block=block: dict(zip(("img", "txt"), block(
+                        a["img"], a["txt"], a["vec"], transformer_options=a["transformer_options"])))})
                 img, txt = out["img"], out["txt"]
             else:
-                img, txt = block(img=img, txt=txt, vec=vec)
+                img, txt = block(img=img, txt=txt, vec=vec, transformer_options=options)
+            for patch in index_patches:
+                img = patch({"img": img, "txt": txt, "block_index": i, "transformer_options": options})["img"]
             if control is not None and i < len(control["input"]) and control["input"][i] is not None:
                 img += control["input"][i]
         x = torch.cat((txt, img), 1)
         for i, block in enumerate(self.single_blocks):
+            options["block_index"] = i
             if ("single_block", i) in replace:
-                x = replace[("single_block", i)]({"img": x, "vec": vec},
-                                                 {"original_block": lambda a, block=block: {"img": block(a["img"], a["vec"])}})["img"]
+                x = replace[("single_block", i)](
+                    {"img": x, "vec": vec, "transformer_options": options},
+                    {"original_block": lambda a, block=block: {"img": block(
+                        a["img"], a["vec"], transformer_options=a["transformer_options"])}})["img"]
             else:
-                x = block(x, vec)
+                x = block(x, vec, transformer_options=options)
             if control is not None and i < len(control["output"]) and control["output"][i] is not None:
                 x[:, txt.shape[1]:] += control["output"][i]
         return x[:, txt.shape[1]:]
@@ -71,6 +90,7 @@ TOY = Family(
     block_lists={"double_blocks": "double_blocks", "single_blocks": "single_blocks"},
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
+    index_patches={"double_blocks": "double_block"},
 )
 
 

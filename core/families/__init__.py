@@ -28,6 +28,8 @@ class Family:
     block_lists: dict[str, str]  # stream -> attribute of the diffusion model holding its blocks
     replace_kinds: dict[str, str] = field(default_factory=dict)  # stream -> patches_replace["dit"] kind
     control_keys: dict[str, str] = field(default_factory=dict)  # stream -> ControlNet residual list
+    # stream -> transformer_options["patches"] kind the loop calls after each block with "block_index"
+    index_patches: dict[str, str] = field(default_factory=dict)
     check_order: Callable[[str, Steps, int], None] = no_check  # raises PlanError for an order it cannot run
     # per_call(dit, orders) -> context manager, entered around each planned call; yields the
     # select_member hook of parallel steps, or None

@@ -10,9 +10,10 @@ no guard of their own (the ``pytest_pycollect_makemodule`` hook below does this)
 With it, this conftest, before any test module is imported:
 
 - puts the checkout first on ``sys.path``;
-- installs stand-ins for ``torchvision`` (with ``transforms`` and ``transforms.functional``) and
-  ``torchaudio`` when the real packages cannot be imported: ComfyUI imports them at module level
-  in a few places; any attribute use raises an ``AttributeError`` that names the stand-in;
+- puts stand-ins for ``torchvision`` and ``torchaudio`` first on ``sys.path`` when the real packages
+  cannot be imported (the same ones the live server gets, see ``live_server.py``): ComfyUI imports
+  them at module level in a few places (0.33: ``from torchvision.ops import roi_align``); every name
+  resolves, and calling one raises an error that names the stand-in;
 - keeps ComfyUI from parsing pytest's command line and sets ``args.cpu`` before
   ``comfy.model_management`` is imported.
 
@@ -20,12 +21,12 @@ Tiny models, conditioning, latents and a sampling helper live in ``tiny_models``
 ``from dit_layer_lab.tests.comfy import tiny_models`` (works in every pytest import mode).
 """
 
-import importlib
-import importlib.machinery
-import importlib.util
+import atexit
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -55,41 +56,22 @@ def pytest_pycollect_makemodule(module_path, parent):
     return None
 
 
-def _stand_in(name):
-    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-    module = importlib.util.module_from_spec(spec)
+def _install_stand_ins():
+    """The server's stand-ins (see live_server.py), first on sys.path, for packages that cannot be imported."""
+    from dit_layer_lab.tests.comfy import live_server
 
-    def __getattr__(attr):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        raise AttributeError(
-            f"{name}.{attr} is unavailable: {name} is a stand-in installed by tests/comfy/conftest.py "
-            f"because the real package cannot be imported here"
-        )
-
-    module.__getattr__ = __getattr__
-    return module
-
-
-def _install_stand_ins(package, submodules):
-    try:
-        importlib.import_module(package)
-        return
-    except Exception:  # absent, or present but unloadable (e.g. a CUDA-linked wheel)
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="layer_lab_stand_ins_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for package in live_server.write_stand_ins(folder):
         for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
-            del sys.modules[name]
-    for name in (package, *(f"{package}.{sub}" for sub in submodules)):
-        sys.modules[name] = _stand_in(name)
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, sys.modules[name])
+            del sys.modules[name]  # present but unloadable (e.g. a CUDA-linked wheel)
+    sys.path.insert(0, str(folder))
 
 
 if COMFYUI_PATH is not None:
     if str(COMFYUI_PATH) not in sys.path:
         sys.path.insert(0, str(COMFYUI_PATH))
-    _install_stand_ins("torchvision", ("transforms", "transforms.functional"))
-    _install_stand_ins("torchaudio", ("functional", "transforms"))
+    _install_stand_ins()
 
     import comfy.options
 
@@ -110,3 +92,62 @@ def _temporary_comfyui_temp_directory(tmp_path_factory):
     folder_paths.set_temp_directory(str(tmp_path_factory.mktemp("comfyui_temp")))
     yield
     folder_paths.set_temp_directory(previous)
+
+
+class Progress:
+    """What a node's progress bar showed: ``sent`` is what ComfyUI hands the UI through its progress hook
+    (throttled from ComfyUI 0.33 on: only the first, the last, previews and at most one update per
+    100 ms arrive), ``asked`` every value the node gave its bars, as (value, total)."""
+
+    def __init__(self):
+        self.sent: list[tuple[int, int]] = []
+        self.asked: list[tuple[int, int]] = []
+        self.interrupt_from: int | None = None
+        self.interrupted_at: int | None = None
+
+    def hook(self, value, total, preview, node_id=None):
+        self.sent.append((value, total))
+        if self.interrupt_from is not None and self.interrupted_at is None and value >= self.interrupt_from:
+            import comfy.model_management
+
+            self.interrupted_at = value
+            comfy.model_management.interrupt_current_processing()
+
+    def clear(self):
+        self.sent.clear()
+        self.asked.clear()
+
+    def assert_one_bar_to_the_end(self, total: int) -> None:
+        """One bar that never jumps back and ends full, as the user sees it."""
+        assert self.sent, "no progress reached the UI"
+        assert {t for _, t in self.sent} == {total}
+        values = [v for v, _ in self.sent]
+        assert values == sorted(values) and values[-1] == total
+
+    def run_ends(self, steps: int) -> list[int]:
+        """The values at which the node ended its runs (multiples of ``steps``), in the order it asked for them."""
+        ends = [v for v, _ in self.asked if v % steps == 0 and v > 0]
+        return [v for k, v in enumerate(ends) if k == 0 or v != ends[k - 1]]
+
+
+@pytest.fixture
+def progress(monkeypatch):
+    """Records progress; ``progress.interrupt_from = n`` interrupts at the first update the UI gets at or past n."""
+    import comfy.model_management
+    import comfy.utils
+
+    seen = Progress()
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    real_update = comfy.utils.ProgressBar.update_absolute
+
+    def update_absolute(bar, value, total=None, preview=None):
+        seen.asked.append((min(value, total or bar.total), total or bar.total))
+        return real_update(bar, value, total, preview)
+
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update_absolute)
+    comfy.utils.set_progress_bar_global_hook(seen.hook)
+    try:
+        yield seen
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+        comfy.model_management.interrupt_current_processing(False)

@@ -53,16 +53,6 @@ def family(request):
     return request.param, model, (positive, negative, {"samples": tm.latent(model)}), lines, plans
 
 
-@pytest.fixture
-def progress_hook():
-    """Record every progress update ComfyUI's server would see: (value, total)."""
-    seen = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
-    yield seen
-    comfy.utils.set_progress_bar_global_hook(previous)
-
-
 def grid_output(model, vae, inputs, plans, seed=SEED):
     positive, negative, latent = inputs
     with torch.inference_mode():
@@ -111,13 +101,16 @@ def grid_cell(grid, layout, variant, item=0):
     return grid[0, top:bottom, left:right].numpy()
 
 
-def test_every_cell_equals_ksampler_and_the_plan_node(family, vae, progress_hook):
+def test_every_cell_equals_ksampler_and_the_plan_node(family, vae, progress):
     name, model, inputs, lines, plans = family
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     state = model_state(model)
 
     grid, images, report = run_grid(model, vae, inputs, lines)
-    progress = list(progress_hook)  # before the reference runs below add their own bars
+    total = (len(plans) + 1) * STEPS
+    progress.assert_one_bar_to_the_end(total)  # before the reference runs below add their own bars
+    # one bar of variants x steps, run i of n ending exactly at i / n, in order
+    assert progress.run_ends(STEPS) == [i * STEPS for i in range(1, len(plans) + 2)]
 
     labels = ["baseline", *plans]
     assert [v["label"] for v in report["variants"]] == labels
@@ -134,13 +127,6 @@ def test_every_cell_equals_ksampler_and_the_plan_node(family, vae, progress_hook
     for index in range(len(labels)):
         cell = grid_cell(grid, layout, index)
         assert np.array_equal(np.round(cell * 255).astype(np.uint8), grid_image.to_uint8(images[index].numpy()))
-
-    # progress: one bar of variants x steps, each variant ending exactly at i / n
-    total = len(labels) * STEPS
-    assert {t for _, t in progress} == {total}
-    values = [v for v, _ in progress]
-    assert values == sorted(values) and values[-1] == total
-    assert {i * STEPS for i in range(1, len(labels) + 1)} <= set(values)
 
     assert_unchanged(model, state, weights)
     assert torch.equal(ksampler_decode(model, vae, inputs), baseline)
@@ -252,23 +238,19 @@ def test_a_plan_that_conflicts_with_the_models_plan_fails_before_sampling(monkey
     assert calls == []
 
 
-def test_interrupt_stops_between_steps_and_leaves_the_model_as_it_was(family, vae, progress_hook):
+def test_interrupt_stops_between_steps_and_leaves_the_model_as_it_was(family, vae, progress):
     name, model, inputs, lines, plans = family
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     state = model_state(model)
     before = ksampler_decode(model, vae, inputs)
-    progress_hook.clear()
+    progress.clear()
+    progress.interrupt_from = STEPS + 1  # during the second variant
 
-    def interrupt_in_second_variant(value, total, preview, node_id=None):
-        progress_hook.append((value, total))
-        if value == STEPS + 1:
-            comfy.model_management.interrupt_current_processing()
-
-    comfy.utils.set_progress_bar_global_hook(interrupt_in_second_variant)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         run_grid(model, vae, inputs, lines)
 
-    assert progress_hook[-1][0] == STEPS + 1  # stopped at the step that saw the interrupt
+    assert progress.interrupted_at <= 2 * STEPS  # the first update of the second variant the UI got
+    assert max(v for v, _ in progress.asked) == progress.interrupted_at  # nothing ran after the step that saw it
     assert not comfy.model_management.processing_interrupted()
     assert_unchanged(model, state, weights)
     assert torch.equal(ksampler_decode(model, vae, inputs), before)

@@ -80,7 +80,7 @@ def test_comfyui_runs_on_cpu_with_stand_ins_that_fail_loudly():
     assert comfy.model_management.get_torch_device().type == "cpu"
     import torchvision.transforms.functional as TF
 
-    if TF.__spec__.origin is not None:
+    if "stand-in" not in (TF.__doc__ or ""):
         pytest.skip("the real torchvision is installed")
-    with pytest.raises(AttributeError, match="stand-in"):
-        TF.resize
+    with pytest.raises(RuntimeError, match="stand-in"):
+        TF.resize(torch.zeros(1, 3, 4, 4), [2, 2])

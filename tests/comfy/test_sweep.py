@@ -291,47 +291,29 @@ def test_image_distances_equal_decoded_separate_runs(mode):
 # ------------------------------------------------------------------------------ progress and interrupt
 
 
-@pytest.fixture
-def progress_calls():
-    calls = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
-    yield calls
-    comfy.utils.set_progress_bar_global_hook(previous)
-
-
 def ticks_per_run(mode):
     return STEPS if mode == "full" else 1  # full mode's bar also moves with every sampling step
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
-def test_progress_counts_the_variants(progress_calls, mode):
+def test_progress_counts_the_variants(progress, mode):
     model, positive, negative, latent = setup("flux")
     sweep(model, positive, negative, latent, mode=mode)
     ticks = ticks_per_run(mode)
-    values = [value for value, total in progress_calls if total == 8 * ticks]  # baseline + 7 skips
-    assert values == sorted(values) and values[-1] == 8 * ticks  # one bar, never jumping back
-    assert {v // ticks for v in values if v % ticks == 0} == set(range(1, 9))
-    assert all(total == 8 * ticks for _, total in progress_calls)
+    progress.assert_one_bar_to_the_end(8 * ticks)  # baseline + 7 skips
+    assert progress.run_ends(ticks) == [i * ticks for i in range(1, 9)]  # run i of 8 ends at i / 8, in order
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
-def test_an_interrupt_stops_the_sweep_and_leaves_the_model_clean(progress_calls, mode):
+def test_an_interrupt_stops_the_sweep_and_leaves_the_model_clean(progress, mode):
     model, positive, negative, latent = setup("flux")
     before = snapshot(model)
-
-    def hook(value, total, preview, node_id=None):
-        progress_calls.append((value, total))
-        if (value, total) == (3 * ticks_per_run(mode), 8 * ticks_per_run(mode)):  # at the end of variant 2
-            comfy.model_management.interrupt_current_processing(True)
-
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            sweep(model, positive, negative, latent, mode=mode)
-    finally:
-        comfy.model_management.interrupt_current_processing(False)
-    assert max(v for v, _ in progress_calls) == 3 * ticks_per_run(mode)  # nothing ran after the interrupt
+    progress.interrupt_from = 3 * ticks_per_run(mode)  # the end of variant 2, or the first update after it
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        sweep(model, positive, negative, latent, mode=mode)
+    comfy.model_management.interrupt_current_processing(False)
+    assert progress.interrupted_at < 8 * ticks_per_run(mode)
+    assert max(v for v, _ in progress.asked) == progress.interrupted_at  # nothing ran after the interrupt
     assert_unchanged(model, before)
     # the model still samples exactly as before
     _, report, _, _ = sweep(model, positive, negative, latent, mode=mode, streams="double_blocks")
