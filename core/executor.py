@@ -132,6 +132,7 @@ def planned_order(dit: nn.Module, family: Family, orders: Mapping[str, Steps], t
 
     Yields the ``transformer_options`` and ``control`` to pass to the model for this call.
     """
+    family.check_patches(transformer_options, orders)
     originals = {stream: getattr(dit, family.block_lists[stream]) for stream in orders}
     with family.per_call(dit, orders) as select_member:
         try:

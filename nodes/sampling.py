@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 import comfy.model_management
@@ -68,7 +70,7 @@ def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_na
 
     With ``progress``, steps and previews go to that shared bar instead of a new bar for this call.
     """
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    samples = latent_to_sample(model, latent)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     if progress is None:
         preview = latent_preview.prepare_callback(model, steps)
@@ -86,8 +88,25 @@ def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_na
     out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
                               denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,
                               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    result = latent.copy()
-    result["samples"] = out
+    return sampled_latent(latent, out)
+
+
+# what an empty-latent node says about the size it meant; ComfyUI 0.33 reads them, v0.8.0 has none
+_LATENT_RATIOS = ("downscale_ratio_spacial", "downscale_ratio_temporal")
+_FIX_READS_RATIOS = all(name in inspect.signature(comfy.sample.fix_empty_latent_channels).parameters
+                        for name in _LATENT_RATIOS)
+
+
+def latent_to_sample(model, latent: dict) -> torch.Tensor:
+    """The tensor KSampler samples from a LATENT: channels, and in ComfyUI 0.33 the size its empty-latent node meant."""
+    ratios = [latent.get(name) for name in _LATENT_RATIOS] if _FIX_READS_RATIOS else []
+    return comfy.sample.fix_empty_latent_channels(model, latent["samples"], *ratios)
+
+
+def sampled_latent(latent: dict, samples: torch.Tensor) -> dict:
+    """The LATENT KSampler returns: the input's keys with the new samples, less the ratios it has applied."""
+    result = {k: v for k, v in latent.items() if not (_FIX_READS_RATIOS and k in _LATENT_RATIOS)}
+    result["samples"] = samples
     return result
 
 

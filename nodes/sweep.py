@@ -15,7 +15,7 @@ from ..core.experiments.sweep import (METRIC_NAMES, METRICS, MODES, STREAM_CHOIC
                                       build_report, chart_panels, check_metric, check_one_order, distances,
                                       plan_texts, skip_rewrite, suggest, swept_streams, to_json, variants, windows)
 from ..core.patching import APPLY_MODEL, KEY, executed_orders, family_of, layer_plan, with_rewrites
-from .sampling import RunsProgress, decode, ksampler_inputs, sample
+from .sampling import RunsProgress, decode, ksampler_inputs, latent_to_sample, sample
 
 CATEGORY = "layer_lab"
 FAST_WRAPPER_KEY = "dit_layer_lab_fast_sweep"
@@ -217,7 +217,7 @@ def predict_once(model, positive, negative, latent: dict, seed, cfg, sigma: floa
     ComfyUI's own sampling path (conditioning, CFG, noise scaling) with a sampler that evaluates the
     model once and returns its prediction.
     """
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    samples = latent_to_sample(model, latent)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     sigmas = torch.tensor([sigma, 0.0])
     return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(_evaluate_once), sigmas, positive,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -45,6 +46,8 @@ from ..rewrite import STREAMS
 from .sweep import SweepError
 
 Position = tuple[str, int]  # (stream, position in that stream's executed order)
+# one model call of an evaluation: (device, x shape, cond_or_uncond, how many such calls came before it)
+CallKey = tuple[str, tuple, tuple, int]
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,12 @@ def _copy(value, like=None):
 
 
 class RecordInput(nn.Module):
-    def __init__(self, sweep: "FastSweep", key: Position, module: nn.Module):
+    def __init__(self, sweep: "FastSweep", into: dict, key: Position, module: nn.Module):
         super().__init__()
-        self.module, self.sweep, self.key = module, sweep, key
+        self.module, self.sweep, self.into, self.key = module, sweep, into, key
 
     def forward(self, *args, **kwargs):
-        self.sweep._store(self.key, self.sweep.family.hidden_inputs(self.key[0], args, kwargs))
+        self.into[self.key] = self.sweep._stored(self.sweep.family.hidden_inputs(self.key[0], args, kwargs))
         return self.module(*args, **kwargs)
 
 
@@ -131,7 +134,9 @@ class FastSweep:
     """``APPLY_MODEL`` wrapper that records the baseline (``recording()``) and resumes variants (``running()``).
 
     States are kept per model call of one evaluation, because ComfyUI may split an evaluation's
-    cond and uncond rows into several calls; each variant call must match its baseline call.
+    cond and uncond rows into several calls; each variant call must match its baseline call. Calls
+    are told apart by what they are (device, shape, cond_or_uncond, and how many alike came before),
+    not by when they arrive: ComfyUI 0.33 makes the calls of per-device clones from threads.
     """
 
     def __init__(self, family: Family, base: Mapping[str, Steps], resumes: Iterable[Resume],
@@ -144,42 +149,42 @@ class FastSweep:
         # the memory that ComfyUI's cond/uncond batching is sized by
         self.family, self.base, self.store_device = family, dict(base), store_device
         self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
-        self.states: list[dict[Position, tuple]] = []
-        self.calls: list[tuple] = []  # (x shape, cond_or_uncond) of each baseline call
+        self.states: dict[CallKey, dict[Position, tuple]] = {}  # per baseline call, the recorded inputs
         self._mode: str | None = None
         self._resume: Resume | None = None
-        self._call = 0
+        self._made: list[CallKey] = []  # the calls made in the current evaluation
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def recording(self):
         self.release()
         with self._as("record", None):
             yield self
-        if not self.calls:
+        if not self.states:
             raise SweepError("the baseline evaluation made no model call")
 
     @contextlib.contextmanager
     def running(self, resume: Resume):
         with self._as("run", resume):
             yield self
-        if self._call != len(self.calls):
-            raise SweepError(f"the variant made {self._call} model calls, the baseline {len(self.calls)}; "
-                             "they must be the same evaluation")
+        if sorted(self._made) != sorted(self.states):
+            raise SweepError(f"the variant made the model calls {sorted(self._made)}, the baseline "
+                             f"{sorted(self.states)}; they must be the same evaluation")
 
     @contextlib.contextmanager
     def _as(self, mode: str, resume: Resume | None):
-        self._mode, self._resume, self._call = mode, resume, 0
+        self._mode, self._resume, self._made = mode, resume, []
         try:
             yield
         finally:
             self._mode, self._resume = None, None
 
     def release(self) -> None:
-        self.states, self.calls = [], []
+        self.states = {}
 
     @property
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for call in self.states for values in call.values()
+        return sum(v.numel() * v.element_size() for call in self.states.values() for values in call.values()
                    for v in values if isinstance(v, torch.Tensor))
 
     # ------------------------------------------------------------------ the wrapper
@@ -189,17 +194,15 @@ class FastSweep:
         if self._mode is None:
             raise SweepError("the fast sweep's model was called outside the sweep")
         self._refuse_replace_patches(transformer_options)
-        fingerprint = (tuple(x.shape), tuple(transformer_options.get("cond_or_uncond") or ()))
-        call, self._call = self._call, self._call + 1
+        key = self._key(x, transformer_options)
         if self._mode == "record":
-            self.states.append({})
-            self.calls.append(fingerprint)
-            orders, wrap = self.base, self._record_step
+            recorded = self.states[key] = {}
+            orders, wrap = self.base, functools.partial(self._record_step, recorded)
         else:
-            if call >= len(self.calls) or self.calls[call] != fingerprint:
-                raise SweepError(f"model call {call + 1} of a variant ({fingerprint}) does not match the "
-                                 f"baseline's calls {self.calls}; ComfyUI batched the evaluation differently")
-            orders, wrap = self._resume.orders, functools.partial(self._start_step, self.states[call])
+            if key not in self.states:
+                raise SweepError(f"a variant's model call {key} has no baseline call to resume from (the baseline "
+                                 f"made {sorted(self.states)}); ComfyUI batched the evaluation differently")
+            orders, wrap = self._resume.orders, functools.partial(self._start_step, self.states[key])
         dit = unwrap(executor.class_obj.diffusion_model)
         with planned_order(dit, self.family, orders, transformer_options, control, wrap) as (options, control):
             return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
@@ -212,8 +215,17 @@ class FastSweep:
             raise SweepError(f"the model carries block-replace patches from another node ({', '.join(found)}); "
                              "they would see the hidden states before fast mode substitutes them: use mode full")
 
-    def _record_step(self, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
-        return RecordInput(self, (stream, position), module) if (stream, position) in self.needed else module
+    def _key(self, x: torch.Tensor, transformer_options: dict) -> CallKey:
+        kind = (str(x.device), tuple(x.shape), tuple(transformer_options.get("cond_or_uncond") or ()))
+        with self._lock:
+            key = (*kind, sum(made[:3] == kind for made in self._made))
+            self._made.append(key)
+        return key
+
+    def _record_step(self, recorded: dict, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
+        if (stream, position) not in self.needed:
+            return module
+        return RecordInput(self, recorded, (stream, position), module)
 
     def _start_step(self, recorded: dict, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
         r = self._resume
@@ -224,7 +236,7 @@ class FastSweep:
     def _layout(self, stream: str):
         return self.family.hidden_states[stream]
 
-    def _store(self, key: Position, values: tuple) -> None:
+    def _stored(self, values: tuple) -> tuple:
         with torch.no_grad():
-            self.states[-1][key] = tuple(v.to(self.store_device or v.device, copy=True)
-                                         if isinstance(v, torch.Tensor) else v for v in values)
+            return tuple(v.to(self.store_device or v.device, copy=True) if isinstance(v, torch.Tensor) else v
+                         for v in values)

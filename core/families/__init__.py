@@ -16,6 +16,10 @@ def no_check(stream: str, steps: Steps, n_blocks: int) -> None:
     return None
 
 
+def no_patch_check(transformer_options: dict, orders: Mapping[str, Steps]) -> None:
+    return None
+
+
 @contextlib.contextmanager
 def no_per_call(dit: nn.Module, orders: Mapping[str, Steps]):
     yield None
@@ -31,6 +35,9 @@ class Family:
     # stream -> transformer_options["patches"] kind the loop calls after each block with "block_index"
     index_patches: dict[str, str] = field(default_factory=dict)
     check_order: Callable[[str, Steps, int], None] = no_check  # raises PlanError for an order it cannot run
+    # check_patches(transformer_options, orders) raises PlanError for another node's patch that cannot
+    # run with these orders; called on every planned model call
+    check_patches: Callable[[dict, Mapping[str, Steps]], None] = no_patch_check
     # per_call(dit, orders) -> context manager, entered around each planned call; yields the
     # select_member hook of parallel steps, or None
     per_call: Callable[[nn.Module, Mapping[str, Steps]], ContextManager] = no_per_call

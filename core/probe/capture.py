@@ -16,7 +16,8 @@ A stream's rows follow its execution order. Labels name the original block(s) ea
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -68,6 +69,14 @@ class Measured:
     matrix: np.ndarray  # [rows, rows] float64
     tokens: int  # tokens per state the matrix is computed on
     total_tokens: int
+
+
+@dataclass
+class _Capture:
+    """One evaluation being captured, in the thread that runs it."""
+
+    rows: torch.Tensor | None  # the conditional rows; None: all
+    seen: dict[str, list[Step]] = field(default_factory=dict)  # per stream, the steps recorded so far
 
 
 class Track:
@@ -135,10 +144,11 @@ class Probe:
         self.tracks: dict[tuple[str, str], Track] = {}
         self.evaluations = 0
         self.peak_bytes = 0
-        self._rows: torch.Tensor | None = None
-        self._capturing = False
-        self._seen: dict[str, list[Step]] = {}
         self._subsets: dict[tuple, torch.Tensor | None] = {}
+        # ComfyUI 0.33 calls per-device clones of a model from threads, all with this one probe: what
+        # one evaluation is capturing is the calling thread's own, and one evaluation is captured at a time
+        self._local = threading.local()
+        self._one_at_a_time = threading.Lock()
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone deep-copies model_options; every copy must feed this one probe.
@@ -146,7 +156,11 @@ class Probe:
 
     @property
     def capturing(self) -> bool:
-        return self._capturing
+        return self._capture is not None
+
+    @property
+    def _capture(self) -> "_Capture | None":
+        return getattr(self._local, "capture", None)
 
     # ------------------------------------------------------------------ one model evaluation
 
@@ -154,7 +168,7 @@ class Probe:
                     **kwargs):
         """``APPLY_MODEL`` wrapper: capture this evaluation when it has conditional rows."""
         rows = cond_rows(x.shape[0], transformer_options.get("cond_or_uncond"))
-        if rows == [] or self._capturing:
+        if rows == [] or self.capturing:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         with self.evaluation(None if rows is None else torch.tensor(rows, device=x.device)):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
@@ -162,16 +176,17 @@ class Probe:
     @contextlib.contextmanager
     def evaluation(self, rows: torch.Tensor | None):
         """Around one model evaluation whose rows ``rows`` (None: all) are conditional."""
-        self._rows, self._capturing, self._seen = rows, True, {}
-        completed = False
-        try:
-            yield self
-            completed = True
-        finally:
-            self._end(completed)
+        with self._one_at_a_time:
+            self._local.capture = _Capture(rows)
+            completed = False
+            try:
+                yield self
+                completed = True
+            finally:
+                self._end(completed)
 
     def _end(self, completed: bool) -> None:
-        self._rows, self._capturing, self._seen = None, False, {}
+        self._local.capture = None
         tracks = list(self.tracks.values())
         if not completed:
             for track in tracks:
@@ -192,11 +207,11 @@ class Probe:
 
     def record_input(self, stream: str, args: tuple, kwargs: dict) -> None:
         values = self.family.hidden_inputs(stream, args, kwargs)
-        self._seen[stream] = []
+        self._capture.seen[stream] = []
         self._record(stream, INPUT, None, values)
 
     def record_output(self, stream: str, position: int, step: Step, out) -> None:
-        seen = self._seen.setdefault(stream, [])
+        seen = self._capture.seen.setdefault(stream, [])
         seen.append(step)
         values = out if isinstance(out, tuple) else (out,)
         if len(values) != len(self.family.hidden_states[stream]):
@@ -214,7 +229,7 @@ class Probe:
                 total = value.shape[1]
                 tokens = self._subset(track.key, total, value.device)
                 track.tokens, track.total_tokens = total if tokens is None else len(tokens), total
-                track.add(label, step, flat_copy(value, self._rows, tokens))
+                track.add(label, step, flat_copy(value, self._capture.rows, tokens))
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def _track(self, stream: str, part: str, parts: int) -> Track:

@@ -19,8 +19,11 @@ from dit_layer_lab.core.rewrite import shuffle_steps
 from dit_layer_lab.tests.comfy import tiny_models as tm
 
 # family -> (builder, attribute of each stream)
+FLUX_LISTS = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 FAMILIES = {
-    "flux": (lambda: tm.tiny_flux(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
+    "flux": (lambda: tm.tiny_flux(double=3, single=4), FLUX_LISTS),
+    "flux2": (lambda: tm.tiny_flux2(double=3, single=4), FLUX_LISTS),
+    "flux2_klein": (lambda: tm.tiny_flux2_klein(double=3, single=4), FLUX_LISTS),
     "chroma": (lambda: tm.tiny_chroma(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
     "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
     "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
@@ -69,12 +72,26 @@ class Average(nn.Module):
         return sum(outs) / len(outs)
 
 
-def reference_model(name, orders):
-    """A twin of the model of family ``name`` whose block lists are rebuilt in the planned order."""
-    model, streams = twin(name), FAMILIES[name][1]
+class TellsOwnIndex(nn.Module):
+    """Block ``index`` as the reference runs it: whatever its position, it sees its own ``block_index``."""
+
+    def __init__(self, block, index):
+        super().__init__()
+        self.block, self.index = block, index
+
+    def forward(self, *args, transformer_options=None, **kwargs):
+        if transformer_options is not None and "block_index" in transformer_options:
+            transformer_options = {**transformer_options, "block_index": self.index}
+        return self.block(*args, transformer_options=transformer_options, **kwargs)
+
+
+def reference_model(name, orders, model=None):
+    """A twin of the model of family ``name`` (or ``model``, a twin already built) whose block lists are
+    rebuilt in the planned order; every block sees its own index, as state keyed by block expects."""
+    model, streams = model or twin(name), FAMILIES[name][1]
     dit = model.model.diffusion_model
     for stream, steps in orders.items():
-        blocks = getattr(dit, streams[stream])
+        blocks = [TellsOwnIndex(b, i) for i, b in enumerate(getattr(dit, streams[stream]))]
         setattr(dit, streams[stream], nn.ModuleList(
             blocks[s[0]] if len(s) == 1 else Average([blocks[i] for i in s]) for s in steps))
     if hasattr(dit, "get_modulations") and orders:  # Chroma slices modulations by loop position
@@ -191,7 +208,7 @@ def test_lora_patch_stays_on_its_block_and_weights_restore_after_unload():
     reference = reference_model("flux", {
         "double_blocks": parse_steps("2-0", 3), "single_blocks": parse_steps("3, [0-2]*2", 4)})
     with torch.inference_mode():
-        reference.model.diffusion_model.double_blocks[2].img_attn.qkv.weight += delta  # position 2 runs block 0
+        reference.model.diffusion_model.double_blocks[2].block.img_attn.qkv.weight += delta  # position 2 runs block 0
     torch.testing.assert_close(got, run(reference, inputs), rtol=1e-5, atol=1e-5)
 
     comfy.model_management.unload_all_models()

@@ -40,6 +40,26 @@ def tiny_flux(double=3, single=4, seed=0):
     }, seed)
 
 
+def tiny_flux2(double=2, single=5, guidance=True, seed=0):
+    """Flux.2 (``image_model`` "flux2"): shared global modulations, SiLU-gated MLPs, no biases, 128 latent
+    channels at 1/16 of the image size, four rope axes. ``guidance`` True is dev-shaped (guidance
+    embedding, 8 / 48 blocks in the real model), False Klein-shaped (5 / 20 blocks, no guidance)."""
+    return _build(comfy.supported_models.Flux2, {
+        "image_model": "flux2", "guidance_embed": guidance,
+        "in_channels": 128, "out_channels": 128, "patch_size": 1,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 3.0,
+        "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False, "txt_ids_dims": [3],
+        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False,
+        "default_ref_method": "index", "ref_index_scale": 10.0,
+        "depth": double, "depth_single_blocks": single,
+    }, seed)
+
+
+def tiny_flux2_klein(double=2, single=4, seed=0):
+    return tiny_flux2(double, single, guidance=False, seed=seed)
+
+
 def tiny_chroma(double=3, single=4, seed=0):
     """Chroma: Flux blocks without per-block modulation; an approximator makes all modulations."""
     # forward_orig always computes 344 modulation vectors (the real 19/38 layout) and slices them
@@ -83,7 +103,8 @@ def tiny_auraflow(double=2, single=3, seed=0):
     }, seed)
 
 
-FAMILIES = {"flux": tiny_flux, "chroma": tiny_chroma, "sd3": tiny_sd3, "auraflow": tiny_auraflow}
+FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "chroma": tiny_chroma,
+            "sd3": tiny_sd3, "auraflow": tiny_auraflow}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
