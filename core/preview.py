@@ -58,6 +58,8 @@ def preview_strategy(strategy: str, stream: str, first: int, last: int, params: 
     answer = context.answer([_order_stream(context, stream, None, order, largest)], [])
     if not (start_percent <= 0.0 and end_percent >= 1.0):
         answer["window"] = [start_percent, end_percent]
+        answer["window_note"] = ("never applies: start_percent = end_percent" if start_percent >= end_percent else
+                                 f"from {start_percent:.0%} of sampling up to {end_percent:.0%}")
     return answer
 
 

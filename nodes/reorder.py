@@ -20,7 +20,9 @@ def window_inputs() -> list:
                        tooltip="Where in the sampling schedule the change starts (0 = first step). "
                                "Outside the window the original order runs."),
         io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Where in the sampling schedule the change ends (1 = last step)."),
+                       tooltip="Where in the sampling schedule the change ends (1 = last step). As in ComfyUI's "
+                               "own windows, a step at exactly end_percent is outside: windows that meet there "
+                               "do not overlap, and start = end never applies."),
     ]
 
 

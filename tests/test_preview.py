@@ -122,6 +122,9 @@ def test_strategy_errors_and_windows():
     assert "loops = 0" in stream["error"]["message"]
     answer = preview_strategy("reverse", "double_blocks", 1, 2, {}, None, None, 0.2, 0.6)
     assert answer["ok"] and answer["window"] == [0.2, 0.6]
+    assert answer["window_note"] == "from 20% of sampling up to 60%"
+    empty = preview_strategy("reverse", "double_blocks", 1, 2, {}, None, None, 0.4, 0.4)
+    assert empty["ok"] and empty["window_note"] == "never applies: start_percent = end_percent"
     assert not preview_strategy("reverse", "double_blocks", 1, 2, {}, None, None, 0.7, 0.6)["ok"]
 
 
