@@ -37,9 +37,9 @@ class ParallelBlocks(nn.Module):
     in float32 in member order.
     """
 
-    def __init__(self, members: list[nn.Module], select_member: SelectMember | None = None):
+    def __init__(self, members: list, select_member: SelectMember | None = None):
         super().__init__()
-        self.members = nn.ModuleList(members)
+        self.members = tuple(members)  # the blocks (or OwnIndex callables); not registered: names stay the model's
         self.select_member = select_member
 
     def forward(self, *args, **kwargs):
@@ -68,23 +68,29 @@ def _copy(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-class OwnIndex(nn.Module):
+class OwnIndex:
     """Runs block ``index`` with ``transformer_options["block_index"]`` set to ``index``, wherever it runs.
 
     Loops write the loop position there just before calling the block; state keyed by it (attention
     patches, ``FluxKVCache``) belongs to the block, so the block is told its own index. The loop's
-    dict is updated in place, so patches the loop calls after the block see the same index.
+    dict is updated in place, so patches the loop calls after the block see the same index. A plain
+    callable, not a module: one is made per moved block on every planned call, and an ``nn.Module``
+    costs a hundred times more to make. Attributes the loop reads are the block's.
     """
 
+    __slots__ = ("block", "index")
+
     def __init__(self, block: nn.Module, index: int):
-        super().__init__()
         self.block, self.index = block, index
 
-    def forward(self, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
         options = kwargs.get("transformer_options")
         if options is not None and "block_index" in options:
             options["block_index"] = self.index
         return self.block(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.block, name)
 
 
 class PlannedBlocks(nn.Module):
