@@ -13,7 +13,7 @@ from typing import Mapping
 
 from torch import nn
 
-from . import Family
+from . import Family, Layout
 from ..plan import Steps
 
 _STREAM_OF_KIND = {"double_img": "double_blocks", "double_txt": "double_blocks", "single": "single_blocks"}
@@ -62,5 +62,5 @@ CHROMA = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     per_call=follow_modulations,
-    hidden_states={"double_blocks": (("img", "image"), ("txt", "text")), "single_blocks": (("x", "text+image"),)},
+    hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
 )
