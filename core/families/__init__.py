@@ -128,11 +128,11 @@ def all_families() -> tuple[Family, ...]:
     # imported here because the family modules import Family from this one; cached because the
     # per-call wrapper looks its family up by name on every model call
     from .auraflow import AURAFLOW
-    from .chroma import CHROMA
+    from .chroma import CHROMA, CHROMA_RADIANCE
     from .flux import FLUX
     from .sd3 import SD3
 
-    return FLUX, CHROMA, SD3, AURAFLOW
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW
 
 
 def by_name(name: str) -> Family:
@@ -142,11 +142,26 @@ def by_name(name: str) -> Family:
     raise KeyError(name)
 
 
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def detect(diffusion_model: nn.Module) -> Family:
+    """The family of exactly this diffusion model class.
+
+    A subclass of a supported class is refused: it may run another loop (other lists, other data
+    by position), and each class is only supported once its loop has been read.
+    """
     cls = type(unwrap(diffusion_model))
-    qualified = f"{cls.__module__}.{cls.__qualname__}"
+    qualified = _qualified(cls)
     for family in all_families():
         if qualified in family.classes:
             return family
     names = ", ".join(f.name for f in all_families())
+    for base in cls.__mro__[1:]:
+        family = next((f for f in all_families() if _qualified(base) in f.classes), None)
+        if family is not None:
+            raise PlanError(f"this model's diffusion model is {qualified}, a subclass of {family.name}'s "
+                            f"{_qualified(base)}; DiT Layer Lab has not checked that its forward loop runs "
+                            f"{family.name}'s blocks the same way, so it is not supported (supported: {names})")
     raise PlanError(f"DiT Layer Lab supports {names}; this model's diffusion model is {qualified}")

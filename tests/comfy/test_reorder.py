@@ -24,7 +24,9 @@ FAMILIES = {
     "flux": (lambda: tm.tiny_flux(double=3, single=4), FLUX_LISTS),
     "flux2": (lambda: tm.tiny_flux2(double=3, single=4), FLUX_LISTS),
     "flux2_klein": (lambda: tm.tiny_flux2_klein(double=3, single=4), FLUX_LISTS),
-    "chroma": (lambda: tm.tiny_chroma(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
+    "longcat": (lambda: tm.tiny_longcat(double=3, single=4), FLUX_LISTS),
+    "chroma": (lambda: tm.tiny_chroma(double=3, single=4), FLUX_LISTS),
+    "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=3, single=4), FLUX_LISTS),
     "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
     "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
 }
@@ -139,7 +141,7 @@ def test_strategy_equals_independent_reference(family, name):
     node, stream, first, last, extra, middle, exact = STRATEGIES[name]
     if stream not in streams:
         pytest.skip(f"{family_name} has no {stream}")
-    if family_name == "chroma" and not exact:
+    if family_name.startswith("chroma") and not exact:
         pytest.skip("covered by test_chroma_parallel_gives_each_member_its_modulation")
     n = len(getattr(model.model.diffusion_model, streams[stream]))
     if family_name == "sd3" and last >= n - 1:
@@ -156,13 +158,14 @@ def test_strategy_equals_independent_reference(family, name):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_chroma_parallel_gives_each_member_its_modulation():
-    model = tm.tiny_chroma(double=3, single=4)
+@pytest.mark.parametrize("name", ["chroma", "chroma_radiance"])
+def test_chroma_parallel_gives_each_member_its_modulation(name):
+    model = twin(name)
     inputs = (*tm.conditioning(model), tm.latent(model))
     patched, _ = LayerLabParallel.execute(model, stream="single_blocks", first=1, last=2, loops=1,
                                           start_percent=0.0, end_percent=1.0).args
     dit = model.model.diffusion_model
-    reference = twin("chroma")
+    reference = twin(name)
     ref = reference.model.diffusion_model
     blocks = ref.single_blocks
     original = ref.get_modulations
@@ -285,7 +288,19 @@ def test_unsupported_model_names_the_supported_families():
     model = tm.tiny_flux()
     other = model.clone()
     other.add_object_patch("diffusion_model", nn.Linear(2, 2))
-    with pytest.raises(PlanError, match="supports Flux, Chroma, SD3, AuraFlow; .* torch.nn.modules.linear.Linear"):
+    with pytest.raises(PlanError, match="supports Flux, Chroma, .*AuraFlow.*; .* torch.nn.modules.linear.Linear"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+
+def test_an_unchecked_subclass_of_a_supported_class_is_refused_by_name():
+    model = tm.tiny_flux(double=2, single=2)
+    dit = model.model.diffusion_model
+    subclass = type("FluxVariant", (type(dit),), {"__module__": "some_pack.models"})
+    other = model.clone()
+    other.add_object_patch("diffusion_model", copy.copy(dit))
+    other.get_model_object("diffusion_model").__class__ = subclass
+    with pytest.raises(PlanError, match="some_pack.models.FluxVariant, a subclass of Flux's comfy.ldm.flux.model.Flux; "
+                                        "DiT Layer Lab has not checked"):
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 

@@ -22,7 +22,10 @@ SEED, STEPS, CFG, PERCENT = 5, 2, 2.0, 0.4
 BUILDERS = {
     "flux": lambda: tm.tiny_flux(double=3, single=4),
     "sd3": lambda: tm.tiny_sd3(joint=4),
+    "flux2": lambda: tm.tiny_flux2(double=2, single=3),
+    "longcat": lambda: tm.tiny_longcat(double=2, single=3),
     "chroma": lambda: tm.tiny_chroma(double=3, single=3),  # 3: a double-stream resume mid-stream
+    "chroma_radiance": lambda: tm.tiny_chroma_radiance(double=3, single=2),
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
@@ -163,7 +166,8 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
         naive = one_evaluation(skipped(model, w.stream, w.first, w.last), positive, negative, latent)
         cos, rel = numpy_distances(reference_baseline, naive)
         got = found[(w.stream, w.label)]["distances"]
-        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+        # 1 - cosine cancels: float64 summation order alone moves it by ~1e-14 (Flux.2's distances are ~1e-5)
+        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-13)
         assert got["latent_rel_l2"] == pytest.approx(rel, rel=1e-9)
     assert report["settings"]["held_state_bytes"] > 0
     assert_unchanged(model, base)

@@ -78,6 +78,44 @@ def tiny_chroma(double=3, single=4, seed=0):
     }, seed)
 
 
+def tiny_chroma_radiance(double=3, single=4, seed=0):
+    """Chroma Radiance: Chroma's blocks in pixel space (3 channels, 4x4 pixel patches) and a NeRF head."""
+    import comfy.ldm.chroma_radiance.model as radiance
+
+    config = {
+        "image_model": "chroma_radiance",
+        "in_channels": 3, "out_channels": 3, "patch_size": 4,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [],
+        "in_dim": 64, "out_dim": HIDDEN, "hidden_dim": 32, "n_layers": 2,
+        "depth": double, "depth_single_blocks": single,
+        "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 2, "nerf_max_freqs": 4, "nerf_tile_size": 0,
+        "nerf_final_head_type": "linear", "nerf_embedder_dtype": None, "use_x0": False,
+        "use_sequential_txt_ids": False,
+    }
+    fields = radiance.ChromaRadianceParams.__dataclass_fields__  # ComfyUI versions differ in a few
+    return _build(comfy.supported_models.ChromaRadiance,
+                  {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
+def tiny_longcat(double=3, single=4, seed=0):
+    """LongCat-Image (ComfyUI 0.33): Flux's class without guidance or pooled input, 3-axis text ids."""
+    if not hasattr(comfy.supported_models, "LongCatImage"):
+        import pytest
+
+        pytest.skip("this ComfyUI has no LongCat-Image")
+    return _build(comfy.supported_models.LongCatImage, {
+        "image_model": "flux", "guidance_embed": False,
+        "in_channels": 16, "out_channels": 16, "patch_size": 2,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [1, 2],
+        "yak_mlp": False, "txt_norm": False,
+        "depth": double, "depth_single_blocks": single,
+    }, seed)
+
+
 def tiny_sd3(joint=4, seed=0):
     """SD3: joint_blocks, the last of which is pre_only (returns context None)."""
     depth = 2  # MMDiT fixes 64-wide heads: hidden = 64 * depth, heads = depth
@@ -103,8 +141,8 @@ def tiny_auraflow(double=2, single=3, seed=0):
     }, seed)
 
 
-FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "chroma": tiny_chroma,
-            "sd3": tiny_sd3, "auraflow": tiny_auraflow}
+FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
+            "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
