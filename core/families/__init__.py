@@ -130,9 +130,10 @@ def all_families() -> tuple[Family, ...]:
     from .auraflow import AURAFLOW
     from .chroma import CHROMA, CHROMA_RADIANCE
     from .flux import FLUX
+    from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE
 
 
 def by_name(name: str) -> Family:

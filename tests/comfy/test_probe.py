@@ -29,11 +29,12 @@ FAMILIES = {
     "sd3": (lambda: tm.tiny_sd3(joint=4), {"double_blocks/image": 5, "double_blocks/text": 4}),
     "auraflow": (lambda: tm.tiny_auraflow(double=2, single=3),
                  {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
 }
 
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
-                "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow"}
+                "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image"}
 
 
 def state(parameter, position):
@@ -57,6 +58,9 @@ HOOKED = {
     "flux2_klein": (lambda: tm.tiny_flux2_klein(double=2, single=3), FLUX_STATES),
     "longcat": (lambda: tm.tiny_longcat(double=2, single=3), FLUX_STATES),
     "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=2, single=2), FLUX_STATES),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"transformer_blocks": {
+        "double_blocks/image": (state("hidden_states", 0), output(1)),
+        "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
 }
 
 
@@ -87,8 +91,8 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     options = repr(model.model_options)
     dit = model.model.diffusion_model
-    lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks",
-                                                     "double_layers", "single_layers") if hasattr(dit, attr)}
+    lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
+                                                     "single_layers", "transformer_blocks") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)

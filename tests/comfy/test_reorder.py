@@ -29,6 +29,7 @@ FAMILIES = {
     "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=3, single=4), FLUX_LISTS),
     "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
     "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=4), {"double_blocks": "transformer_blocks"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -139,8 +140,8 @@ def test_identity_order_through_the_executor_is_bit_identical(family):
 def test_strategy_equals_independent_reference(family, name):
     family_name, model, streams, inputs = family
     node, stream, first, last, extra, middle, exact = STRATEGIES[name]
-    if stream not in streams:
-        pytest.skip(f"{family_name} has no {stream}")
+    if stream not in streams:  # a model with one list gets every strategy on it
+        stream = next(iter(streams))
     if family_name.startswith("chroma") and not exact:
         pytest.skip("covered by test_chroma_parallel_gives_each_member_its_modulation")
     n = len(getattr(model.model.diffusion_model, streams[stream]))
@@ -314,3 +315,60 @@ def test_stacked_nodes_compose_and_summarize():
     inputs = (*tm.conditioning(model), tm.latent(model))
     expected = run(reference_model("flux", {"single_blocks": parse_steps("[0-1]*2, 3-2", 4)}), inputs)
     torch.testing.assert_close(run(second, inputs), expected, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------- data the loop hands out by position
+
+# family -> (stream, block-index patch kind or None, ControlNet residual key or None)
+PER_POSITION = {"qwen_image": ("double_blocks", "double_block", "input")}
+
+
+def index_patch(args):
+    """A block-index patch (as DiffSynth / Fun ControlNet): changes the image tokens by the index it is told."""
+    img = args["img"]
+    return {**args, "img": img + 0.02 * (args["block_index"] + 1) * torch.sin(3 * img)}
+
+
+def residual(x, i, hidden=tm.HIDDEN):
+    tokens = (x.shape[-2] // 2) * (x.shape[-1] // 2)
+    return torch.randn(1, tokens, hidden, generator=torch.Generator().manual_seed(100 + i)) * 0.05
+
+
+def with_per_position_data(model, kind, control_key, count, positions=None):
+    """``model`` with a block-index patch and ControlNet residuals; ``positions`` (position -> block) is
+    how the reference hands them to the block that runs at each position."""
+    model = model.clone()
+    if kind is not None:
+        model.set_model_patch(index_patch if positions is None else
+                              lambda args: index_patch({**args, "block_index": positions[args["block_index"]]}), kind)
+    if control_key is not None:
+        def control(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+            blocks = range(count) if positions is None else positions
+            return executor(x, t, c_concat, c_crossattn, {control_key: [residual(x, i) for i in blocks]},
+                            transformer_options, **kwargs)
+        model.add_wrapper_with_key("apply_model", "test_control", control)
+    return model
+
+
+@pytest.mark.parametrize("name", list(PER_POSITION))
+def test_per_position_data_follows_its_block(name):
+    stream, kind, control_key = PER_POSITION[name]
+    model = twin(name)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    count = len(getattr(model.model.diffusion_model, FAMILIES[name][1][stream]))
+    text = f"{count - 1}, 1-0, 0"
+    steps = parse_steps(text, count)
+    given = with_per_position_data(model, kind, control_key, count)
+    plans = {"double_blocks": "all", "single_blocks": "all", stream: text}
+    patched, _ = LayerLabPlan.execute(given, plans["double_blocks"], plans["single_blocks"], 0.0, 1.0).args
+    reference = with_per_position_data(reference_model(name, {stream: steps}), kind, control_key, count,
+                                       [step[0] for step in steps])
+    got = run(patched, inputs)
+    assert torch.equal(got, run(reference, inputs))
+    assert not torch.equal(got, run(with_per_position_data(reference_model(name, {stream: steps}), kind,
+                                                           control_key, len(steps)), inputs))
+    if kind is not None:
+        grouped, _ = LayerLabParallel.execute(given, stream=stream, first=0, last=1, loops=1,
+                                              start_percent=0.0, end_percent=1.0).args
+        with pytest.raises(PlanError, match=f"patches every {stream} block by its index"):
+            run(grouped, inputs)

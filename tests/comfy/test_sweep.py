@@ -27,6 +27,7 @@ BUILDERS = {
     "chroma": lambda: tm.tiny_chroma(double=3, single=3),  # 3: a double-stream resume mid-stream
     "chroma_radiance": lambda: tm.tiny_chroma_radiance(double=3, single=2),
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
+    "qwen_image": lambda: tm.tiny_qwen_image(blocks=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 
@@ -59,6 +60,7 @@ def one_evaluation(model, positive, negative, latent):
         return m(x, sigmas[0] * torch.ones(x.shape[0]), **extra_args)
 
     with torch.inference_mode():
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)  # as KSampler does (Qwen-Image: 5-D)
         noise = comfy.sample.prepare_noise(latent, SEED)
         return comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.KSAMPLER(denoise_once),
                                           torch.tensor([sigma, 0.0]), positive, negative, latent, seed=SEED,
@@ -77,7 +79,7 @@ def numpy_distances(a, b):
 def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
     counts = {}
     dit = model.model.diffusion_model
-    for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers")),
+    for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers", "transformer_blocks")),
                          ("single_blocks", ("single_blocks", "single_layers"))):
         counts[stream] = next((len(getattr(dit, a)) for a in attr if hasattr(dit, a)), 0)
     return [(s, f, f + width - 1) for s in streams for f in range(counts[s] - width + 1)]
@@ -86,7 +88,8 @@ def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
 def snapshot(model):
     return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
             {name: list(getattr(model.model.diffusion_model, name))
-             for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers")
+             for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers",
+                          "transformer_blocks")
              if hasattr(model.model.diffusion_model, name)})
 
 

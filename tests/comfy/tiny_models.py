@@ -141,8 +141,19 @@ def tiny_auraflow(double=2, single=3, seed=0):
     }, seed)
 
 
+def tiny_qwen_image(blocks=3, seed=0):
+    """Qwen-Image: ``transformer_blocks`` (dual-stream, keyword-only calls, text returned first)."""
+    return _build(comfy.supported_models.QwenImage, {
+        "image_model": "qwen_image",
+        "in_channels": 64, "out_channels": 16, "patch_size": 2,  # 16 latent channels, 2x2 patches
+        "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS, "num_attention_heads": HEADS,
+        "joint_attention_dim": CONTEXT_DIM, "axes_dims_rope": (8, 12, 12),
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
-            "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow}
+            "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
+            "qwen_image": tiny_qwen_image}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -156,6 +167,8 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["context_embedder_config"]["params"]["in_features"], config["adm_in_channels"]
     elif "cond_seq_dim" in config:
         context_dim, pooled_dim = config["cond_seq_dim"], None
+    elif "joint_attention_dim" in config:  # Qwen-Image
+        context_dim, pooled_dim = config["joint_attention_dim"], None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
