@@ -30,11 +30,14 @@ FAMILIES = {
     "auraflow": (lambda: tm.tiny_auraflow(double=2, single=3),
                  {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
 
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
-                "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image"}
+                "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
+                "lumina2": "Lumina2", "z_image": "Lumina2"}
 
 
 def state(parameter, position):
@@ -61,6 +64,8 @@ HOOKED = {
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"transformer_blocks": {
         "double_blocks/image": (state("hidden_states", 0), output(1)),
         "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }
 
 
@@ -92,7 +97,7 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     options = repr(model.model_options)
     dit = model.model.diffusion_model
     lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
-                                                     "single_layers", "transformer_blocks") if hasattr(dit, attr)}
+                                                     "single_layers", "transformer_blocks", "layers") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)

@@ -30,6 +30,8 @@ FAMILIES = {
     "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
     "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=4), {"double_blocks": "transformer_blocks"}),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -226,7 +228,7 @@ def test_the_input_model_is_unchanged(family):
     before = run(model, inputs)
     lists = {a: getattr(model.model.diffusion_model, a) for a in streams.values()}
     options = copy.deepcopy(model.model_options)
-    patched, _ = LayerLabSkip.execute(model, stream="double_blocks", first=0, last=1,
+    patched, _ = LayerLabSkip.execute(model, stream=next(iter(streams)), first=0, last=1,
                                       start_percent=0.0, end_percent=1.0).args
     assert not torch.equal(run(patched, inputs), before)
     assert torch.equal(run(model, inputs), before)
@@ -320,7 +322,8 @@ def test_stacked_nodes_compose_and_summarize():
 # ----------------------------------------------------------- data the loop hands out by position
 
 # family -> (stream, block-index patch kind or None, ControlNet residual key or None)
-PER_POSITION = {"qwen_image": ("double_blocks", "double_block", "input")}
+PER_POSITION = {"qwen_image": ("double_blocks", "double_block", "input"),
+                "z_image": ("single_blocks", "double_block", None)}
 
 
 def index_patch(args):
@@ -329,7 +332,7 @@ def index_patch(args):
     return {**args, "img": img + 0.02 * (args["block_index"] + 1) * torch.sin(3 * img)}
 
 
-def residual(x, i, hidden=tm.HIDDEN):
+def residual(x, i, hidden=tm.HIDDEN):  # Qwen-Image's residuals: image tokens of 2x2 patches
     tokens = (x.shape[-2] // 2) * (x.shape[-1] // 2)
     return torch.randn(1, tokens, hidden, generator=torch.Generator().manual_seed(100 + i)) * 0.05
 

@@ -151,9 +151,28 @@ def tiny_qwen_image(blocks=3, seed=0):
     }, seed)
 
 
+def tiny_lumina2(blocks=4, seed=0, z_image=False):
+    """Lumina 2 (``NextDiT``): ``layers`` on the joint caption+image sequence, one refiner layer of each kind.
+    ``z_image`` True is Z-Image-shaped (its modulation, time scale, SwiGLU width and rope theta)."""
+    config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16,
+        "dim": HIDDEN, "n_heads": HEADS, "n_kv_heads": HEADS, "n_layers": blocks, "n_refiner_layers": 1,
+        "multiple_of": 16, "ffn_dim_multiplier": 4.0, "qk_norm": True, "cap_feat_dim": CONTEXT_DIM,
+        "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512], "rope_theta": 10000.0,
+    }
+    if z_image:  # its timestep embedding is 256 wide and feeds every block's modulation: dim 256 at least
+        config.update({"dim": 256, "axes_dims": [32, 48, 48], "ffn_dim_multiplier": 8.0 / 3.0,
+                       "z_image_modulation": True, "time_scale": 1000.0, "rope_theta": 256.0})
+    return _build(comfy.supported_models.ZImage if z_image else comfy.supported_models.Lumina2, config, seed)
+
+
+def tiny_z_image(blocks=4, seed=0):
+    return tiny_lumina2(blocks, seed, z_image=True)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
-            "qwen_image": tiny_qwen_image}
+            "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -169,6 +188,8 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["cond_seq_dim"], None
     elif "joint_attention_dim" in config:  # Qwen-Image
         context_dim, pooled_dim = config["joint_attention_dim"], None
+    elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
+        context_dim, pooled_dim = config["cap_feat_dim"], None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
