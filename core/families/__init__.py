@@ -130,11 +130,12 @@ def all_families() -> tuple[Family, ...]:
     from .auraflow import AURAFLOW
     from .chroma import CHROMA, CHROMA_RADIANCE
     from .flux import FLUX
+    from .hunyuan_video import HUNYUAN_VIDEO
     from .lumina import LUMINA2
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
 
 
 def by_name(name: str) -> Family:

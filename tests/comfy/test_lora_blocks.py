@@ -362,7 +362,8 @@ def test_schemas_have_tooltips(loras):
 # ------------------------------------------------ every family, LoRA files made from ComfyUI's key map
 
 # families of test_reorder.FAMILIES checked here; key formats by how ComfyUI's key map spells them
-KEY_MAP_FAMILIES = ["flux2", "longcat", "chroma_radiance", "qwen_image", "lumina2", "z_image"]
+KEY_MAP_FAMILIES = ["flux2", "longcat", "chroma_radiance", "qwen_image", "lumina2", "z_image",
+                    "hunyuan_image21"]
 KEY_FORMATS = {"native": "diffusion_model.", "kohya": "lora_unet_", "diffusers": "transformer."}
 
 

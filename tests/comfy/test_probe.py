@@ -30,6 +30,8 @@ FAMILIES = {
     "auraflow": (lambda: tm.tiny_auraflow(double=2, single=3),
                  {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=2),
+                        {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
@@ -37,7 +39,7 @@ FAMILIES = {
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
-                "lumina2": "Lumina2", "z_image": "Lumina2"}
+                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo"}
 
 
 def state(parameter, position):
@@ -64,6 +66,7 @@ HOOKED = {
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"transformer_blocks": {
         "double_blocks/image": (state("hidden_states", 0), output(1)),
         "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }

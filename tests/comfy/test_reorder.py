@@ -32,6 +32,7 @@ FAMILIES = {
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=4), {"double_blocks": "transformer_blocks"}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
     "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)

@@ -170,9 +170,26 @@ def tiny_z_image(blocks=4, seed=0):
     return tiny_lumina2(blocks, seed, z_image=True)
 
 
+def tiny_hunyuan_image21(double=3, single=4, seed=0):
+    """HunyuanImage 2.1 (HunyuanVideo's class): Flux-style blocks, 64 latent channels, 1x1 patches."""
+    import comfy.ldm.hunyuan_video.model as hunyuan
+
+    config = {
+        "image_model": "hunyuan_video", "in_channels": 64, "out_channels": 64, "patch_size": [1, 1],
+        "vec_in_dim": None, "context_in_dim": CONTEXT_DIM, "hidden_size": HIDDEN, "mlp_ratio": 4.0,
+        "num_heads": HEADS, "depth": double, "depth_single_blocks": single, "axes_dim": [16, 16], "theta": 256,
+        "qkv_bias": True, "guidance_embed": False, "byt5": False, "meanflow": False,
+        "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False,
+    }
+    fields = hunyuan.HunyuanVideoParams.__dataclass_fields__  # ComfyUI versions differ in a few
+    return _build(comfy.supported_models.HunyuanImage21,
+                  {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
-            "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image}
+            "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
+            "hunyuan_image21": tiny_hunyuan_image21}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
