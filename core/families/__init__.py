@@ -138,6 +138,20 @@ def all_families() -> tuple[Family, ...]:
     return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
 
 
+# Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).
+NOT_SUPPORTED = {
+    "comfy.ldm.hidream.model.HiDreamImageTransformer2DModel": (
+        "HiDream", "its loop gives the block at position i the i-th LLM hidden state (through the i-th caption "
+        "projection), counted across both lists; a moved block would get another block's text, and moving that "
+        "data with its block is not implemented"),
+    "comfy.ldm.pixart.pixartms.PixArtMS": ("PixArt", "its loop has not been checked and tested yet"),
+    "comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel": (
+        "OmniGen2", "its loop has not been checked and tested yet"),
+    "comfy.ldm.krea2.model.SingleStreamDiT": ("Krea2", "its loop has not been checked and tested yet"),
+    "comfy.ldm.ernie.model.ErnieImageModel": ("Ernie-Image", "its loop has not been checked and tested yet"),
+}
+
+
 def by_name(name: str) -> Family:
     for family in all_families():
         if family.name == name:
@@ -161,6 +175,9 @@ def detect(diffusion_model: nn.Module) -> Family:
         if qualified in family.classes:
             return family
     names = ", ".join(f.name for f in all_families())
+    if qualified in NOT_SUPPORTED:
+        model, why = NOT_SUPPORTED[qualified]
+        raise PlanError(f"{model} ({qualified}) is not supported: {why} (supported: {names})")
     for base in cls.__mro__[1:]:
         family = next((f for f in all_families() if _qualified(base) in f.classes), None)
         if family is not None:

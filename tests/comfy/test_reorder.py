@@ -296,6 +296,20 @@ def test_unsupported_model_names_the_supported_families():
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
+def test_hidream_is_refused_with_the_reason():
+    import comfy.ldm.hidream.model
+
+    model = tm.tiny_flux(double=2, single=2)
+    other = model.clone()
+    hidream = comfy.ldm.hidream.model.HiDreamImageTransformer2DModel.__new__(
+        comfy.ldm.hidream.model.HiDreamImageTransformer2DModel)
+    nn.Module.__init__(hidream)
+    other.add_object_patch("diffusion_model", hidream)
+    with pytest.raises(PlanError, match=r"HiDream \(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel\) is not "
+                                        "supported: its loop gives the block at position i the i-th LLM hidden state"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+
 def test_an_unchecked_subclass_of_a_supported_class_is_refused_by_name():
     model = tm.tiny_flux(double=2, single=2)
     dit = model.model.diffusion_model
