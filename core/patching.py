@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .executor import planned_order
 from .families import Family, by_name, detect, unwrap
+from .plan import PlanError
 from .rewrite import LayerPlan
 
 KEY = "dit_layer_lab"
@@ -30,7 +31,7 @@ def layer_plan(model_patcher) -> LayerPlan:
         return plan
     dit = diffusion_model(model_patcher)
     family = detect(dit)
-    return LayerPlan(family.name, tuple(family.block_counts(dit).items()))
+    return LayerPlan(family.name, tuple(family.block_counts(dit).items()), list_names=family.list_names())
 
 
 def family_of(plan: LayerPlan) -> Family:
@@ -51,10 +52,13 @@ def with_rewrites(model_patcher, make_rewrites):
     composition fails at the node.
     """
     plan = layer_plan(model_patcher)
-    check = family_of(plan).check_order
-    for rewrite in make_rewrites(plan.counts):
-        if rewrite is not None:
-            plan = plan.with_rewrite(rewrite, check)
+    family = family_of(plan)
+    try:
+        for rewrite in make_rewrites(plan.counts):
+            if rewrite is not None:
+                plan = plan.with_rewrite(rewrite, family.check_order)
+    except PlanError as error:
+        raise error.with_note(family.list_note(plan.counts)) from None
     clone = model_patcher.clone()
     clone.model_options.setdefault("transformer_options", {})[KEY] = plan
     clone.remove_wrappers_with_key(APPLY_MODEL, KEY)

@@ -35,6 +35,10 @@ class PlanError(ValueError):
             message = f"{message} (at position {position + 1} in {text!r})"
         super().__init__(message)
 
+    def with_note(self, note: str) -> "PlanError":
+        """The same error with ``note`` (what the streams are on this model) added to its reason."""
+        return PlanError(f"{self.reason}; {note}", self.text, self.position, self.token) if note else self
+
     def for_stream(self, stream: str, n_blocks: int) -> "PlanError":
         """The same error, also naming the valid indices of the stream it was meant for."""
         if "valid" in self.reason:

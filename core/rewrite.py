@@ -162,6 +162,8 @@ class LayerPlan:
     family: str
     block_counts: tuple[tuple[str, int], ...]
     rewrites: tuple[Rewrite, ...] = ()
+    # (stream, the model's own name of that block list) where it differs from the stream's name
+    list_names: tuple[tuple[str, str], ...] = ()
     orders_by_active: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
@@ -170,7 +172,7 @@ class LayerPlan:
 
     def with_rewrite(self, rewrite: Rewrite, check: OrderCheck | None = None) -> "LayerPlan":
         """A new plan with ``rewrite`` added last; every order it can produce is composed and checked now."""
-        plan = LayerPlan(self.family, self.block_counts, self.rewrites + (rewrite,))
+        plan = LayerPlan(self.family, self.block_counts, self.rewrites + (rewrite,), self.list_names)
         for active in plan.possible_active_sets():
             plan.orders_by_active[active] = plan._changed(plan.compose(active, check))
         return plan
@@ -226,7 +228,9 @@ class LayerPlan:
                                       for active in self.possible_active_sets()}) > 1
 
     def summary(self) -> str:
-        lines = [f"{self.family}: " + ", ".join(f"{s} {n}" for s, n in self.block_counts if n)]
+        names = dict(self.list_names)
+        lines = [f"{self.family}: " + ", ".join(f"{s} ({names[s]}, {n})" if s in names else f"{s} {n}"
+                                                for s, n in self.block_counts if n)]
         pieces = self._pieces() if self.windowed else [(0.0, 1.0, self.all_active)]
         for start, end, active in pieces:
             prefix = "" if not self.windowed else f"sampling {start:.0%}-{end:.0%}: "

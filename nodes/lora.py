@@ -31,7 +31,8 @@ SELECTION_HELP = ("Original block indices: 'all', 'none', '3', '3-9', '0-2, 17-1
 def selection_inputs() -> list:
     return [
         io.Model.Input("model",
-                       tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5 or AuraFlow) the LoRA is for."),
+                       tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
+                               "Lumina 2 / Z-Image or HunyuanImage 2.1) the LoRA is for."),
         io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                        tooltip="The LoRA file, from your loras folder. Any key format ComfyUI's own LoRA "
                                "loader reads works (kohya, diffusers / ai-toolkit, ComfyUI)."),

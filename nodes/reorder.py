@@ -28,9 +28,11 @@ def window_inputs() -> list:
 
 def range_inputs() -> list:
     return [
-        io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5 or AuraFlow)."),
+        io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
+                                        "Lumina 2 / Z-Image or HunyuanImage 2.1)."),
         io.Combo.Input("stream", options=list(STREAMS), default="double_blocks",
-                       tooltip="Which block list: double_blocks (MM-DiT; SD3's joint blocks) or single_blocks."),
+                       tooltip="Which block list: double_blocks (dual-stream: SD3's joint blocks, Qwen-Image's "
+                               "transformer blocks) or single_blocks (single-stream: Lumina 2 / Z-Image layers)."),
         io.Int.Input("first", default=0, min=0, max=999,
                      tooltip="First block of the range, as an original block index."),
         io.Int.Input("last", default=0, min=0, max=999,
@@ -58,7 +60,8 @@ class LayerLabPlan(io.ComfyNode):
             category=CATEGORY,
             description="Run the model's blocks in the order you type, for each stream. " + PLAN_HELP,
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5 or AuraFlow)."),
+                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
+                                                "Lumina 2 / Z-Image or HunyuanImage 2.1)."),
                 io.String.Input("double_blocks", default="all", multiline=False,
                                 tooltip="Plan for the double-stream blocks (SD3: joint blocks). " + PLAN_HELP),
                 io.String.Input("single_blocks", default="all", multiline=False,

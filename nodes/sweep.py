@@ -34,7 +34,8 @@ class LayerLabImportanceSweep(io.ComfyNode):
                         "from safest to skip to most important, and suggests a skip set for a budget, as plan text "
                         "ready for Layer Lab Plan.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5 or AuraFlow). A model "
+                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
+                                                "Lumina 2 / Z-Image or HunyuanImage 2.1). A model "
                                                 "that already carries a Layer Lab plan is swept in its planned order."),
                 io.Conditioning.Input("positive", tooltip="The prompt, as for KSampler."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler."),

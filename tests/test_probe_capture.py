@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from dit_layer_lab.core.executor import planned_order
+from dit_layer_lab.core.families import Layout
 from dit_layer_lab.core.plan import PlanError, parse_steps
 from dit_layer_lab.core.probe import Probe, ProbeError, check_single_order
 from dit_layer_lab.core.rewrite import LayerPlan, strategy_rewrite
 
 from toy_dit import TOY, ToyDiT
 
-FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": (("img", "image"), ("txt", "text")),
-                                                 "single_blocks": (("x", "text+image"),)})
+FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": Layout.of(img="image", txt="text"),
+                                                 "single_blocks": Layout.of(x="text+image")})
 IDENTITY = {"double_blocks": parse_steps("all", 5), "single_blocks": parse_steps("all", 6)}
 PLANNED = {"double_blocks": parse_steps("0, [1-3], 4*2", 5), "single_blocks": parse_steps("5-3, 0*2", 6)}
 COND_OR_UNCOND = [1, 0]  # a CFG batch: uncond rows 0-1, cond rows 2-3

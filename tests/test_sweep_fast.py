@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dit_layer_lab.core.executor import planned_order
+from dit_layer_lab.core.families import Layout
 from dit_layer_lab.core.experiments.fast_sweep import FastSweep, resume
 from dit_layer_lab.core.experiments.sweep import SweepError, Window, variants, windows
 from dit_layer_lab.core.plan import parse_steps
@@ -13,8 +14,8 @@ from dit_layer_lab.core.rewrite import LayerPlan, plan_rewrite
 
 from toy_dit import TOY, ToyDiT, inputs, reference
 
-FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": (("img", "image"), ("txt", "text")),
-                                                 "single_blocks": (("x", "text+image"),)})
+FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": Layout.of(img="image", txt="text"),
+                                                 "single_blocks": Layout.of(x="text+image")})
 COUNTS = (("double_blocks", 5), ("single_blocks", 6))
 
 

@@ -7,10 +7,12 @@ was told to ``transformer_options["told"]``, if present), and like Qwen-Image an
 ``transformer_options["patches"]["double_block"]`` after each double block with ``"block_index": i``.
 """
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from dit_layer_lab.core.families import Family
+from dit_layer_lab.core.families import Family, Layout
 
 
 def _tell(block, transformer_options):
@@ -60,11 +62,11 @@ class ToyDiT(nn.Module):
             if ("double_block", i) in replace:
                 out = replace[("double_block", i)](
                     {"img": img, "txt": txt, "vec": vec, "transformer_options": options},
-                    {"original_block": lambda a, block=block: dict(zip(("img", "txt"), block(
-                        a["img"], a["txt"], a["vec"], transformer_options=a["transformer_options"])))})
+                    {"original_block": lambda a, block=block: dict(zip(("img", "txt"), self._double(
+                        block, a["img"], a["txt"], a["vec"], a["transformer_options"])))})
                 img, txt = out["img"], out["txt"]
             else:
-                img, txt = block(img=img, txt=txt, vec=vec, transformer_options=options)
+                img, txt = self._double(block, img, txt, vec, options)
             for patch in index_patches:
                 img = patch({"img": img, "txt": txt, "block_index": i, "transformer_options": options})["img"]
             if control is not None and i < len(control["input"]) and control["input"][i] is not None:
@@ -83,6 +85,30 @@ class ToyDiT(nn.Module):
                 x[:, txt.shape[1]:] += control["output"][i]
         return x[:, txt.shape[1]:]
 
+    def _double(self, block, img, txt, vec, options):
+        """(img, txt) after ``block``."""
+        return block(img=img, txt=txt, vec=vec, transformer_options=options)
+
+
+class TextFirstDoubleBlock(DoubleBlock):
+    """A double block with Qwen-Image's call layout: keyword-only states, text returned first."""
+
+    def forward(self, *, hidden_states, encoder_hidden_states, vec, transformer_options=None):
+        img, txt = super().forward(hidden_states, encoder_hidden_states, vec, transformer_options)
+        return txt, img
+
+
+class TextFirstDiT(ToyDiT):
+    """ToyDiT, same weights, whose double blocks take and return their states as Qwen-Image's do."""
+
+    def __init__(self, dim=8, double=5, single=6):
+        super().__init__(dim, double, single)
+        self.double_blocks = nn.ModuleList(TextFirstDoubleBlock(dim, 100 + i) for i in range(double))
+
+    def _double(self, block, img, txt, vec, options):
+        txt, img = block(hidden_states=img, encoder_hidden_states=txt, vec=vec, transformer_options=options)
+        return img, txt
+
 
 TOY = Family(
     name="Toy",
@@ -92,6 +118,11 @@ TOY = Family(
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     index_patches={"double_blocks": "double_block"},
 )
+TEXT_FIRST = dataclasses.replace(
+    TOY, name="TextFirst", classes=(f"{TextFirstDiT.__module__}.{TextFirstDiT.__qualname__}",),
+    hidden_states={"double_blocks": Layout.of(hidden_states="image", encoder_hidden_states="text",
+                                              returns=("text", "image")),
+                   "single_blocks": Layout.of(x="text+image")})
 
 
 def inputs(seed=0, batch=2, img_tokens=6, txt_tokens=3, dim=8):

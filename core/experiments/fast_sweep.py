@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..executor import planned_order
-from ..families import Family, unwrap
+from ..families import Family, Layout, unwrap
 from ..plan import Step, Steps
 from ..rewrite import STREAMS
 from .sweep import SweepError
@@ -90,15 +90,10 @@ def resume(base: Mapping[str, Steps], variant: Mapping[str, Steps]) -> Resume:
 # ------------------------------------------------------------------------------- hidden states
 
 
-def _replace(layout, args: tuple, kwargs: dict, values: tuple) -> tuple[tuple, dict]:
+def _replace(layout: Layout, args: tuple, kwargs: dict, values: dict) -> tuple[tuple, dict]:
     """The call's hidden-state arguments replaced by copies of ``values``, on the devices of those they replace."""
-    args, kwargs = list(args), dict(kwargs)
-    for index, ((parameter, _), value) in enumerate(zip(layout, values)):
-        if parameter in kwargs:
-            kwargs[parameter] = _copy(value, kwargs[parameter])
-        else:
-            args[index] = _copy(value, args[index])
-    return tuple(args), kwargs
+    given = layout.inputs(args, kwargs)
+    return layout.with_inputs(args, kwargs, {part: _copy(value, given[part]) for part, value in values.items()})
 
 
 def _copy(value, like=None):
@@ -114,14 +109,14 @@ class RecordInput(nn.Module):
         self.module, self.sweep, self.into, self.key = module, sweep, into, key
 
     def forward(self, *args, **kwargs):
-        self.into[self.key] = self.sweep._stored(self.sweep.family.hidden_inputs(self.key[0], args, kwargs))
+        self.into[self.key] = self.sweep._stored(self.sweep._layout(self.key[0]).inputs(args, kwargs))
         return self.module(*args, **kwargs)
 
 
 class StartFrom(nn.Module):
     """The first executed step of a resumed variant: runs on the recorded state, not on what it is given."""
 
-    def __init__(self, layout, values: tuple, module: nn.Module):
+    def __init__(self, layout: Layout, values: dict, module: nn.Module):
         super().__init__()
         self.module, self.layout, self.values = module, layout, values
 
@@ -149,7 +144,7 @@ class FastSweep:
         # the memory that ComfyUI's cond/uncond batching is sized by
         self.family, self.base, self.store_device = family, dict(base), store_device
         self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
-        self.states: dict[CallKey, dict[Position, tuple]] = {}  # per baseline call, the recorded inputs
+        self.states: dict[CallKey, dict[Position, dict]] = {}  # per baseline call, the recorded inputs
         self._mode: str | None = None
         self._resume: Resume | None = None
         self._made: list[CallKey] = []  # the calls made in the current evaluation
@@ -185,7 +180,7 @@ class FastSweep:
     @property
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for call in self.states.values() for values in call.values()
-                   for v in values if isinstance(v, torch.Tensor))
+                   for v in values.values() if isinstance(v, torch.Tensor))
 
     # ------------------------------------------------------------------ the wrapper
 
@@ -233,10 +228,10 @@ class FastSweep:
             return module
         return StartFrom(self._layout(stream), recorded[(stream, r.source)], module)
 
-    def _layout(self, stream: str):
+    def _layout(self, stream: str) -> Layout:
         return self.family.hidden_states[stream]
 
-    def _stored(self, values: tuple) -> tuple:
+    def _stored(self, values: dict) -> dict:
         with torch.no_grad():
-            return tuple(v.to(self.store_device or v.device, copy=True) if isinstance(v, torch.Tensor) else v
-                         for v in values)
+            return {part: v.to(self.store_device or v.device, copy=True) if isinstance(v, torch.Tensor) else v
+                    for part, v in values.items()}

@@ -1,19 +1,24 @@
-"""Chroma: Flux blocks, but each block's modulation is sliced from one tensor by loop position.
+"""Chroma and Chroma Radiance: Flux blocks, but each block's modulation is sliced from one tensor by loop position.
 
 The loop asks ``get_modulations(tensor, kind, idx=i)`` for position i. For a planned call that
 method is shadowed on the instance so that position i gets the modulation of the block that runs
 there, and a parallel step gets one modulation per member, handed to each member by
 ``select_member``.
+
+Chroma Radiance (a subclass, pixel space) runs Chroma's own loop, then a NeRF head (``nerf_blocks``)
+that decodes pixels from the last hidden state; the head is not a block list of the stack and is
+left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Mapping
 
 from torch import nn
 
-from . import Family
+from . import Family, Layout
 from ..plan import Steps
 
 _STREAM_OF_KIND = {"double_img": "double_blocks", "double_txt": "double_blocks", "single": "single_blocks"}
@@ -62,5 +67,11 @@ CHROMA = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     per_call=follow_modulations,
-    hidden_states={"double_blocks": (("img", "image"), ("txt", "text")), "single_blocks": (("x", "text+image"),)},
+    hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
+)
+
+CHROMA_RADIANCE = dataclasses.replace(
+    CHROMA,
+    name="Chroma Radiance",
+    classes=("comfy.ldm.chroma_radiance.model.ChromaRadiance",),
 )

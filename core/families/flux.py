@@ -9,7 +9,7 @@ tokens: refused.
 
 from typing import Mapping
 
-from . import Family
+from . import Family, Layout
 from ..plan import PlanError, Steps, format_steps
 
 KV_CACHE_PATCH = "KV_Attn_Input"  # comfy_extras.nodes_flux: the attention patch Flux KV Cache adds
@@ -35,5 +35,5 @@ FLUX = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     check_patches=refuse_reruns_with_kv_cache,
-    hidden_states={"double_blocks": (("img", "image"), ("txt", "text")), "single_blocks": (("x", "text+image"),)},
+    hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
 )

@@ -4,7 +4,7 @@ The last joint block is built ``pre_only``: it updates the image stream and retu
 stream, so any block after it would receive ``context=None``.
 """
 
-from . import Family
+from . import Family, Layout
 from ..plan import PlanError, Steps, format_steps
 
 
@@ -27,5 +27,5 @@ SD3 = Family(
     control_keys={"double_blocks": "output"},
     check_order=check_order,
     # JointBlock takes (context, x) positionally; the pre_only last block returns context None
-    hidden_states={"double_blocks": (("context", "text"), ("x", "image"))},
+    hidden_states={"double_blocks": Layout.of(context="text", x="image")},
 )

@@ -206,26 +206,30 @@ class Probe:
         return Recorder(self, stream, position, step, module)
 
     def record_input(self, stream: str, args: tuple, kwargs: dict) -> None:
-        values = self.family.hidden_inputs(stream, args, kwargs)
+        try:
+            values = self.family.hidden_states[stream].inputs(args, kwargs)
+        except TypeError as error:
+            raise ProbeError(f"{self.family.name} {stream}: {error}") from None
         self._capture.seen[stream] = []
         self._record(stream, INPUT, None, values)
 
     def record_output(self, stream: str, position: int, step: Step, out) -> None:
         seen = self._capture.seen.setdefault(stream, [])
         seen.append(step)
-        values = out if isinstance(out, tuple) else (out,)
-        if len(values) != len(self.family.hidden_states[stream]):
-            raise ProbeError(f"{self.family.name} {stream} block at position {position} returned {len(values)} "
-                             f"values; expected {len(self.family.hidden_states[stream])}")
+        try:
+            values = self.family.hidden_states[stream].outputs(out)
+        except TypeError as error:
+            raise ProbeError(f"{self.family.name} {stream} block at position {position}: {error}") from None
         self._record(stream, step_label(step, seen.count(step)), step, values)
 
-    def _record(self, stream: str, label: str, step: Step | None, values) -> None:
-        layout = self.family.hidden_states[stream]
+    def _record(self, stream: str, label: str, step: Step | None, values: dict) -> None:
+        parts = self.family.hidden_states[stream].parts
         with torch.no_grad():
-            for (_, part), value in zip(layout, values):
+            for part in parts:
+                value = values[part]
                 if value is None:  # SD3's last joint block returns no text stream
                     continue
-                track = self._track(stream, part, len(layout))
+                track = self._track(stream, part, len(parts))
                 total = value.shape[1]
                 tokens = self._subset(track.key, total, value.device)
                 track.tokens, track.total_tokens = total if tokens is None else len(tokens), total

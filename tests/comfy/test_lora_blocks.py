@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import comfy.lora
 import comfy.model_management
 import folder_paths
 import nodes as comfy_nodes
@@ -20,6 +21,7 @@ from dit_layer_lab.core.plan import PlanError
 from dit_layer_lab.nodes.lora import METADATA_KEY, LayerLabLoraBlocks, LayerLabLoraBlocksSave
 from dit_layer_lab.nodes.reorder import LayerLabReverse
 from dit_layer_lab.tests.comfy import tiny_models as tm
+from dit_layer_lab.tests.comfy.test_reorder import FAMILIES
 
 RANK = 2
 
@@ -355,3 +357,68 @@ def test_schemas_have_tooltips(loras):
         assert required["lora_name"][1]["options"] == ["a.safetensors"]
         assert required["other_tensors"][1]["options"] == ["keep", "drop"]
         assert required["other_tensors"][1]["default"] == "keep"
+
+
+# ------------------------------------------------ every family, LoRA files made from ComfyUI's key map
+
+# families of test_reorder.FAMILIES checked here; key formats by how ComfyUI's key map spells them
+KEY_MAP_FAMILIES = ["flux2", "longcat", "chroma_radiance", "qwen_image", "lumina2", "z_image",
+                    "hunyuan_image21"]
+KEY_FORMATS = {"native": "diffusion_model.", "kohya": "lora_unet_", "diffusers": "transformer."}
+
+
+def key_map_lora(model, fmt, lists, per_block=2, seed=0):
+    """A LoRA whose module names are ComfyUI's own (``comfy.lora.model_lora_keys_unet``) in format ``fmt``:
+    ``per_block`` linear layers of every block of every list, and one layer outside the blocks."""
+    weights = model.model.state_dict()
+    chosen, outside = {}, None
+    for stem, target in sorted(comfy.lora.model_lora_keys_unet(model.model, {}).items()):
+        name = target[0] if isinstance(target, tuple) else target
+        if not stem.startswith(KEY_FORMATS[fmt]) or name not in weights or weights[name].ndim != 2:
+            continue
+        block = next(((a, name.split(".")[2]) for a in lists.values() if name.startswith(f"diffusion_model.{a}.")),
+                     None)
+        if block is None:
+            outside = outside or (stem, target)
+        elif len(chosen.setdefault(block, [])) < per_block and name not in {
+                (t[0] if isinstance(t, tuple) else t) for _, t in chosen[block]}:
+            chosen[block].append((stem, target))
+    generator = torch.Generator().manual_seed(seed)
+    lora = {}
+    for stem, target in [m for modules in chosen.values() for m in modules] + ([outside] if outside else []):
+        name = target[0] if isinstance(target, tuple) else target
+        out_features, in_features = weights[name].shape
+        if isinstance(target, tuple):  # one part of a fused weight: (name, (dim, offset, size)[, function])
+            out_features = target[1][2]
+        lora[f"{stem}.lora_up.weight"] = torch.randn(out_features, RANK, generator=generator) * 0.2
+        lora[f"{stem}.lora_down.weight"] = torch.randn(RANK, in_features, generator=generator) * 0.2
+        lora[f"{stem}.alpha"] = torch.tensor(float(RANK))
+    return lora
+
+
+@pytest.mark.parametrize("fmt", list(KEY_FORMATS))
+@pytest.mark.parametrize("family", KEY_MAP_FAMILIES)
+def test_all_and_a_selection_through_comfyuis_key_map(family, fmt, loras):
+    build, lists = FAMILIES[family]
+    model = build()
+    original = {k: v.clone() for k, v in model.model.state_dict().items()}
+    tensors = key_map_lora(model, fmt, lists)
+    if not tensors:
+        pytest.skip(f"ComfyUI's key map has no {fmt} names for {family}")
+    name = loras(f"{family}_{fmt}.safetensors", tensors)
+    theirs = patched_weights(core_lora(model, name, 0.7), original)
+    patched, report = lora_blocks(model, name, strength=0.7)
+    ours = patched_weights(patched, original)
+    assert [k for k in original if not torch.equal(ours[k], theirs[k])] == []
+    touched = changed(theirs, original)
+    counts = {stream: len(getattr(model.model.diffusion_model, attribute)) for stream, attribute in lists.items()}
+    for stream, attribute in lists.items():  # every block of every list has patches
+        assert all(in_blocks(touched, attribute, [i]) for i in range(counts[stream])), (stream, attribute)
+
+    chosen = {stream: [counts[stream] - 1] for stream in lists}  # the last block of each list
+    patched, report = lora_blocks(model, name, **{("double" if s == "double_blocks" else "single"): str(i[0])
+                                                  for s, i in chosen.items()}, other="drop", strength=0.7)
+    expected = set().union(*(in_blocks(touched, lists[s], i) for s, i in chosen.items()))
+    weights = patched_weights(patched, original)
+    assert expected and changed(weights, original) == expected
+    assert all(torch.equal(weights[k], theirs[k]) for k in expected)

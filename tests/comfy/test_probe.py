@@ -19,19 +19,63 @@ STEPS, CFG, SEED = 2, 2.0, 7
 FAMILIES = {
     "flux": (lambda: tm.tiny_flux(double=3, single=4),
              {"double_blocks/image": 4, "double_blocks/text": 4, "single_blocks": 5}),
+    "longcat": (lambda: tm.tiny_longcat(double=2, single=3),
+                {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
     "chroma": (lambda: tm.tiny_chroma(double=2, single=2),
                {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=2, single=2),
+                        {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
     # the last joint block is pre_only: no text output, so the text matrix has one row less
     "sd3": (lambda: tm.tiny_sd3(joint=4), {"double_blocks/image": 5, "double_blocks/text": 4}),
     "auraflow": (lambda: tm.tiny_auraflow(double=2, single=3),
                  {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 4}),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=2),
+                        {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
 
 
-def probe(model, inputs, aggregate="per_step", max_tokens=16):
+FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
+                "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
+                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo"}
+
+
+def state(parameter, position):
+    """A block's input state from its call, by keyword or by position (how each loop passes it, read here)."""
+    return lambda args, kwargs: kwargs[parameter] if parameter in kwargs else args[position]
+
+
+def output(index=None):
+    return lambda out: out if index is None else out[index]
+
+
+FLUX_STATES = {
+    "double_blocks": {"double_blocks/image": (state("img", 0), output(0)),
+                      "double_blocks/text": (state("txt", 1), output(1))},
+    "single_blocks": {"single_blocks": (state("x", 0), output())},
+}
+# family -> (builder, {attribute: {report key: (input state from the call, output state from the return)}});
+# Flux.2 pads its text to 512 tokens of zeros, so only the test with every token covers it
+HOOKED = {
+    "flux2": (lambda: tm.tiny_flux2(double=2, single=3), FLUX_STATES),
+    "flux2_klein": (lambda: tm.tiny_flux2_klein(double=2, single=3), FLUX_STATES),
+    "longcat": (lambda: tm.tiny_longcat(double=2, single=3), FLUX_STATES),
+    "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=2, single=2), FLUX_STATES),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"transformer_blocks": {
+        "double_blocks/image": (state("hidden_states", 0), output(1)),
+        "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+}
+
+
+def probe(model, inputs, aggregate="per_step", max_tokens=16, cfg=CFG):
     positive, negative, latent = inputs
     with torch.inference_mode():
-        output = LayerLabSimilarityProbe.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, CFG,
+        output = LayerLabSimilarityProbe.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, cfg,
                                                  "euler", "simple", 1.0, aggregate, max_tokens)
     image, sampled, report = output.args
     return image, sampled, json.loads(report)
@@ -55,8 +99,8 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     options = repr(model.model_options)
     dit = model.model.diffusion_model
-    lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks",
-                                                     "double_layers", "single_layers") if hasattr(dit, attr)}
+    lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
+                                                     "single_layers", "transformer_blocks", "layers") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)
@@ -64,7 +108,7 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     assert image.dtype == torch.float32 and image.ndim == 4 and image.shape[0] == 1 and image.shape[3] == 3
     assert 0.0 <= image.min() and image.max() <= 1.0
     assert torch.equal(sampled["samples"], before)  # probing does not change what is sampled
-    assert report["family"] == {"flux": "Flux", "chroma": "Chroma", "sd3": "SD3", "auraflow": "AuraFlow"}[name]
+    assert report["family"] == FAMILY_NAMES[name]
     assert (report["steps"], report["evaluations"], report["aggregate"], report["max_tokens"]) == (
         STEPS, STEPS, "per_step", 16)
     assert {key: len(entry["labels"]) for key, entry in report["streams"].items()} == rows
@@ -140,6 +184,41 @@ def test_flux_matrices_equal_states_recorded_with_comfyui_patches(aggregate):
             expected = sum(cosine(rows) for rows in per_step) / STEPS
         else:
             expected = cosine([torch.stack(column).mean(0) for column in zip(*per_step)])
+        assert np.allclose(report["streams"][key]["matrix"], expected, atol=1e-5), key
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+def test_matrices_equal_states_recorded_with_forward_hooks(name):
+    """With cfg 1 every row is conditional; each block's input (first block) and outputs, as the
+    model's own loop passes them, recorded by torch hooks on the original blocks."""
+    build, layout = HOOKED[name]
+    model = build()
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    dit = model.model.diffusion_model
+    states, handles = {}, []
+    for attribute, keys in layout.items():
+        for i, block in enumerate(getattr(dit, attribute)):
+            def before(module, args, kwargs, keys=keys, first=i == 0):
+                for key, (take, _) in keys.items():
+                    if first:
+                        states.setdefault(key, []).append(take(args, kwargs).float().clone())
+
+            def after(module, args, kwargs, out, keys=keys):
+                for key, (_, give) in keys.items():
+                    states[key].append(give(out).float().clone())
+            handles += [block.register_forward_pre_hook(before, with_kwargs=True),
+                        block.register_forward_hook(after, with_kwargs=True)]
+    try:
+        tm.sample(model, *inputs, seed=SEED, steps=STEPS, cfg=1.0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    _, _, report = probe(model, inputs, max_tokens=0, cfg=1.0)
+    assert sorted(report["streams"]) == sorted(states)
+    for key, recorded in states.items():
+        rows = len(report["streams"][key]["labels"])
+        assert len(recorded) == rows * STEPS
+        expected = sum(cosine(recorded[s * rows:(s + 1) * rows]) for s in range(STEPS)) / STEPS
         assert np.allclose(report["streams"][key]["matrix"], expected, atol=1e-5), key
 
 

@@ -24,9 +24,15 @@ FAMILIES = {
     "flux": (lambda: tm.tiny_flux(double=3, single=4), FLUX_LISTS),
     "flux2": (lambda: tm.tiny_flux2(double=3, single=4), FLUX_LISTS),
     "flux2_klein": (lambda: tm.tiny_flux2_klein(double=3, single=4), FLUX_LISTS),
-    "chroma": (lambda: tm.tiny_chroma(double=3, single=4), {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}),
+    "longcat": (lambda: tm.tiny_longcat(double=3, single=4), FLUX_LISTS),
+    "chroma": (lambda: tm.tiny_chroma(double=3, single=4), FLUX_LISTS),
+    "chroma_radiance": (lambda: tm.tiny_chroma_radiance(double=3, single=4), FLUX_LISTS),
     "sd3": (lambda: tm.tiny_sd3(joint=5), {"double_blocks": "joint_blocks"}),
     "auraflow": (lambda: tm.tiny_auraflow(double=3, single=4), {"double_blocks": "double_layers", "single_blocks": "single_layers"}),
+    "qwen_image": (lambda: tm.tiny_qwen_image(blocks=4), {"double_blocks": "transformer_blocks"}),
+    "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
+    "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
+    "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -137,9 +143,9 @@ def test_identity_order_through_the_executor_is_bit_identical(family):
 def test_strategy_equals_independent_reference(family, name):
     family_name, model, streams, inputs = family
     node, stream, first, last, extra, middle, exact = STRATEGIES[name]
-    if stream not in streams:
-        pytest.skip(f"{family_name} has no {stream}")
-    if family_name == "chroma" and not exact:
+    if stream not in streams:  # a model with one list gets every strategy on it
+        stream = next(iter(streams))
+    if family_name.startswith("chroma") and not exact:
         pytest.skip("covered by test_chroma_parallel_gives_each_member_its_modulation")
     n = len(getattr(model.model.diffusion_model, streams[stream]))
     if family_name == "sd3" and last >= n - 1:
@@ -156,13 +162,14 @@ def test_strategy_equals_independent_reference(family, name):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_chroma_parallel_gives_each_member_its_modulation():
-    model = tm.tiny_chroma(double=3, single=4)
+@pytest.mark.parametrize("name", ["chroma", "chroma_radiance"])
+def test_chroma_parallel_gives_each_member_its_modulation(name):
+    model = twin(name)
     inputs = (*tm.conditioning(model), tm.latent(model))
     patched, _ = LayerLabParallel.execute(model, stream="single_blocks", first=1, last=2, loops=1,
                                           start_percent=0.0, end_percent=1.0).args
     dit = model.model.diffusion_model
-    reference = twin("chroma")
+    reference = twin(name)
     ref = reference.model.diffusion_model
     blocks = ref.single_blocks
     original = ref.get_modulations
@@ -222,7 +229,7 @@ def test_the_input_model_is_unchanged(family):
     before = run(model, inputs)
     lists = {a: getattr(model.model.diffusion_model, a) for a in streams.values()}
     options = copy.deepcopy(model.model_options)
-    patched, _ = LayerLabSkip.execute(model, stream="double_blocks", first=0, last=1,
+    patched, _ = LayerLabSkip.execute(model, stream=next(iter(streams)), first=0, last=1,
                                       start_percent=0.0, end_percent=1.0).args
     assert not torch.equal(run(patched, inputs), before)
     assert torch.equal(run(model, inputs), before)
@@ -285,7 +292,33 @@ def test_unsupported_model_names_the_supported_families():
     model = tm.tiny_flux()
     other = model.clone()
     other.add_object_patch("diffusion_model", nn.Linear(2, 2))
-    with pytest.raises(PlanError, match="supports Flux, Chroma, SD3, AuraFlow; .* torch.nn.modules.linear.Linear"):
+    with pytest.raises(PlanError, match="supports Flux, Chroma, .*AuraFlow.*; .* torch.nn.modules.linear.Linear"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+
+def test_hidream_is_refused_with_the_reason():
+    import comfy.ldm.hidream.model
+
+    model = tm.tiny_flux(double=2, single=2)
+    other = model.clone()
+    hidream = comfy.ldm.hidream.model.HiDreamImageTransformer2DModel.__new__(
+        comfy.ldm.hidream.model.HiDreamImageTransformer2DModel)
+    nn.Module.__init__(hidream)
+    other.add_object_patch("diffusion_model", hidream)
+    with pytest.raises(PlanError, match=r"HiDream \(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel\) is not "
+                                        "supported: its loop gives the block at position i the i-th LLM hidden state"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+
+def test_an_unchecked_subclass_of_a_supported_class_is_refused_by_name():
+    model = tm.tiny_flux(double=2, single=2)
+    dit = model.model.diffusion_model
+    subclass = type("FluxVariant", (type(dit),), {"__module__": "some_pack.models"})
+    other = model.clone()
+    other.add_object_patch("diffusion_model", copy.copy(dit))
+    other.get_model_object("diffusion_model").__class__ = subclass
+    with pytest.raises(PlanError, match="some_pack.models.FluxVariant, a subclass of Flux's comfy.ldm.flux.model.Flux; "
+                                        "DiT Layer Lab has not checked"):
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
@@ -299,3 +332,61 @@ def test_stacked_nodes_compose_and_summarize():
     inputs = (*tm.conditioning(model), tm.latent(model))
     expected = run(reference_model("flux", {"single_blocks": parse_steps("[0-1]*2, 3-2", 4)}), inputs)
     torch.testing.assert_close(run(second, inputs), expected, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------- data the loop hands out by position
+
+# family -> (stream, block-index patch kind or None, ControlNet residual key or None)
+PER_POSITION = {"qwen_image": ("double_blocks", "double_block", "input"),
+                "z_image": ("single_blocks", "double_block", None)}
+
+
+def index_patch(args):
+    """A block-index patch (as DiffSynth / Fun ControlNet): changes the image tokens by the index it is told."""
+    img = args["img"]
+    return {**args, "img": img + 0.02 * (args["block_index"] + 1) * torch.sin(3 * img)}
+
+
+def residual(x, i, hidden=tm.HIDDEN):  # Qwen-Image's residuals: image tokens of 2x2 patches
+    tokens = (x.shape[-2] // 2) * (x.shape[-1] // 2)
+    return torch.randn(1, tokens, hidden, generator=torch.Generator().manual_seed(100 + i)) * 0.05
+
+
+def with_per_position_data(model, kind, control_key, count, positions=None):
+    """``model`` with a block-index patch and ControlNet residuals; ``positions`` (position -> block) is
+    how the reference hands them to the block that runs at each position."""
+    model = model.clone()
+    if kind is not None:
+        model.set_model_patch(index_patch if positions is None else
+                              lambda args: index_patch({**args, "block_index": positions[args["block_index"]]}), kind)
+    if control_key is not None:
+        def control(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+            blocks = range(count) if positions is None else positions
+            return executor(x, t, c_concat, c_crossattn, {control_key: [residual(x, i) for i in blocks]},
+                            transformer_options, **kwargs)
+        model.add_wrapper_with_key("apply_model", "test_control", control)
+    return model
+
+
+@pytest.mark.parametrize("name", list(PER_POSITION))
+def test_per_position_data_follows_its_block(name):
+    stream, kind, control_key = PER_POSITION[name]
+    model = twin(name)
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    count = len(getattr(model.model.diffusion_model, FAMILIES[name][1][stream]))
+    text = f"{count - 1}, 1-0, 0"
+    steps = parse_steps(text, count)
+    given = with_per_position_data(model, kind, control_key, count)
+    plans = {"double_blocks": "all", "single_blocks": "all", stream: text}
+    patched, _ = LayerLabPlan.execute(given, plans["double_blocks"], plans["single_blocks"], 0.0, 1.0).args
+    reference = with_per_position_data(reference_model(name, {stream: steps}), kind, control_key, count,
+                                       [step[0] for step in steps])
+    got = run(patched, inputs)
+    assert torch.equal(got, run(reference, inputs))
+    assert not torch.equal(got, run(with_per_position_data(reference_model(name, {stream: steps}), kind,
+                                                           control_key, len(steps)), inputs))
+    if kind is not None:
+        grouped, _ = LayerLabParallel.execute(given, stream=stream, first=0, last=1, loops=1,
+                                              start_percent=0.0, end_percent=1.0).args
+        with pytest.raises(PlanError, match=f"patches every {stream} block by its index"):
+            run(grouped, inputs)

@@ -22,8 +22,15 @@ SEED, STEPS, CFG, PERCENT = 5, 2, 2.0, 0.4
 BUILDERS = {
     "flux": lambda: tm.tiny_flux(double=3, single=4),
     "sd3": lambda: tm.tiny_sd3(joint=4),
+    "flux2": lambda: tm.tiny_flux2(double=2, single=3),
+    "longcat": lambda: tm.tiny_longcat(double=2, single=3),
     "chroma": lambda: tm.tiny_chroma(double=3, single=3),  # 3: a double-stream resume mid-stream
+    "chroma_radiance": lambda: tm.tiny_chroma_radiance(double=3, single=2),
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
+    "qwen_image": lambda: tm.tiny_qwen_image(blocks=3),
+    "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
+    "lumina2": lambda: tm.tiny_lumina2(blocks=3),
+    "z_image": lambda: tm.tiny_z_image(blocks=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 
@@ -56,6 +63,7 @@ def one_evaluation(model, positive, negative, latent):
         return m(x, sigmas[0] * torch.ones(x.shape[0]), **extra_args)
 
     with torch.inference_mode():
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)  # as KSampler does (Qwen-Image: 5-D)
         noise = comfy.sample.prepare_noise(latent, SEED)
         return comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.KSAMPLER(denoise_once),
                                           torch.tensor([sigma, 0.0]), positive, negative, latent, seed=SEED,
@@ -74,8 +82,8 @@ def numpy_distances(a, b):
 def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
     counts = {}
     dit = model.model.diffusion_model
-    for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers")),
-                         ("single_blocks", ("single_blocks", "single_layers"))):
+    for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers", "transformer_blocks")),
+                         ("single_blocks", ("single_blocks", "single_layers", "layers"))):
         counts[stream] = next((len(getattr(dit, a)) for a in attr if hasattr(dit, a)), 0)
     return [(s, f, f + width - 1) for s in streams for f in range(counts[s] - width + 1)]
 
@@ -83,7 +91,8 @@ def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
 def snapshot(model):
     return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
             {name: list(getattr(model.model.diffusion_model, name))
-             for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers")
+             for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers",
+                          "transformer_blocks", "layers")
              if hasattr(model.model.diffusion_model, name)})
 
 
@@ -163,7 +172,8 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
         naive = one_evaluation(skipped(model, w.stream, w.first, w.last), positive, negative, latent)
         cos, rel = numpy_distances(reference_baseline, naive)
         got = found[(w.stream, w.label)]["distances"]
-        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-15)
+        # 1 - cosine cancels: float64 summation order alone moves it by ~1e-14 (Flux.2's distances are ~1e-5)
+        assert got["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-13)
         assert got["latent_rel_l2"] == pytest.approx(rel, rel=1e-9)
     assert report["settings"]["held_state_bytes"] > 0
     assert_unchanged(model, base)

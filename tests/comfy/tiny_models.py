@@ -78,6 +78,44 @@ def tiny_chroma(double=3, single=4, seed=0):
     }, seed)
 
 
+def tiny_chroma_radiance(double=3, single=4, seed=0):
+    """Chroma Radiance: Chroma's blocks in pixel space (3 channels, 4x4 pixel patches) and a NeRF head."""
+    import comfy.ldm.chroma_radiance.model as radiance
+
+    config = {
+        "image_model": "chroma_radiance",
+        "in_channels": 3, "out_channels": 3, "patch_size": 4,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [],
+        "in_dim": 64, "out_dim": HIDDEN, "hidden_dim": 32, "n_layers": 2,
+        "depth": double, "depth_single_blocks": single,
+        "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 2, "nerf_max_freqs": 4, "nerf_tile_size": 0,
+        "nerf_final_head_type": "linear", "nerf_embedder_dtype": None, "use_x0": False,
+        "use_sequential_txt_ids": False,
+    }
+    fields = radiance.ChromaRadianceParams.__dataclass_fields__  # ComfyUI versions differ in a few
+    return _build(comfy.supported_models.ChromaRadiance,
+                  {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
+def tiny_longcat(double=3, single=4, seed=0):
+    """LongCat-Image (ComfyUI 0.33): Flux's class without guidance or pooled input, 3-axis text ids."""
+    if not hasattr(comfy.supported_models, "LongCatImage"):
+        import pytest
+
+        pytest.skip("this ComfyUI has no LongCat-Image")
+    return _build(comfy.supported_models.LongCatImage, {
+        "image_model": "flux", "guidance_embed": False,
+        "in_channels": 16, "out_channels": 16, "patch_size": 2,
+        "context_in_dim": CONTEXT_DIM, "vec_in_dim": None,
+        "hidden_size": HIDDEN, "num_heads": HEADS, "mlp_ratio": 4.0,
+        "axes_dim": AXES_DIM, "theta": 10000, "qkv_bias": True, "txt_ids_dims": [1, 2],
+        "yak_mlp": False, "txt_norm": False,
+        "depth": double, "depth_single_blocks": single,
+    }, seed)
+
+
 def tiny_sd3(joint=4, seed=0):
     """SD3: joint_blocks, the last of which is pre_only (returns context None)."""
     depth = 2  # MMDiT fixes 64-wide heads: hidden = 64 * depth, heads = depth
@@ -103,8 +141,55 @@ def tiny_auraflow(double=2, single=3, seed=0):
     }, seed)
 
 
-FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "chroma": tiny_chroma,
-            "sd3": tiny_sd3, "auraflow": tiny_auraflow}
+def tiny_qwen_image(blocks=3, seed=0):
+    """Qwen-Image: ``transformer_blocks`` (dual-stream, keyword-only calls, text returned first)."""
+    return _build(comfy.supported_models.QwenImage, {
+        "image_model": "qwen_image",
+        "in_channels": 64, "out_channels": 16, "patch_size": 2,  # 16 latent channels, 2x2 patches
+        "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS, "num_attention_heads": HEADS,
+        "joint_attention_dim": CONTEXT_DIM, "axes_dims_rope": (8, 12, 12),
+    }, seed)
+
+
+def tiny_lumina2(blocks=4, seed=0, z_image=False):
+    """Lumina 2 (``NextDiT``): ``layers`` on the joint caption+image sequence, one refiner layer of each kind.
+    ``z_image`` True is Z-Image-shaped (its modulation, time scale, SwiGLU width and rope theta)."""
+    config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16,
+        "dim": HIDDEN, "n_heads": HEADS, "n_kv_heads": HEADS, "n_layers": blocks, "n_refiner_layers": 1,
+        "multiple_of": 16, "ffn_dim_multiplier": 4.0, "qk_norm": True, "cap_feat_dim": CONTEXT_DIM,
+        "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512], "rope_theta": 10000.0,
+    }
+    if z_image:  # its timestep embedding is 256 wide and feeds every block's modulation: dim 256 at least
+        config.update({"dim": 256, "axes_dims": [32, 48, 48], "ffn_dim_multiplier": 8.0 / 3.0,
+                       "z_image_modulation": True, "time_scale": 1000.0, "rope_theta": 256.0})
+    return _build(comfy.supported_models.ZImage if z_image else comfy.supported_models.Lumina2, config, seed)
+
+
+def tiny_z_image(blocks=4, seed=0):
+    return tiny_lumina2(blocks, seed, z_image=True)
+
+
+def tiny_hunyuan_image21(double=3, single=4, seed=0):
+    """HunyuanImage 2.1 (HunyuanVideo's class): Flux-style blocks, 64 latent channels, 1x1 patches."""
+    import comfy.ldm.hunyuan_video.model as hunyuan
+
+    config = {
+        "image_model": "hunyuan_video", "in_channels": 64, "out_channels": 64, "patch_size": [1, 1],
+        "vec_in_dim": None, "context_in_dim": CONTEXT_DIM, "hidden_size": HIDDEN, "mlp_ratio": 4.0,
+        "num_heads": HEADS, "depth": double, "depth_single_blocks": single, "axes_dim": [16, 16], "theta": 256,
+        "qkv_bias": True, "guidance_embed": False, "byt5": False, "meanflow": False,
+        "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False,
+    }
+    fields = hunyuan.HunyuanVideoParams.__dataclass_fields__  # ComfyUI versions differ in a few
+    return _build(comfy.supported_models.HunyuanImage21,
+                  {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
+FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
+            "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
+            "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
+            "hunyuan_image21": tiny_hunyuan_image21}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -118,6 +203,10 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["context_embedder_config"]["params"]["in_features"], config["adm_in_channels"]
     elif "cond_seq_dim" in config:
         context_dim, pooled_dim = config["cond_seq_dim"], None
+    elif "joint_attention_dim" in config:  # Qwen-Image
+        context_dim, pooled_dim = config["joint_attention_dim"], None
+    elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
+        context_dim, pooled_dim = config["cap_feat_dim"], None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
