@@ -6,9 +6,11 @@
 ComfyUI also serves both under /api. The route is thin: ``answer`` checks the request and calls
 ``core.preview``; it imports nothing from ComfyUI, so it is tested without a server.
 
-The route never holds ComfyUI's server: a request is bounded (its body, each text input, and in
-core.preview the block counts, plan lines and steps), anything beyond is answered with a 400 that
-names the limit, and the work runs on a worker thread, off the server's event loop.
+The route never holds ComfyUI's server, and the work runs on a worker thread, off its event loop.
+What a request may carry is bounded (its body, each text input, the block counts): a request
+beyond that gets a 400 that names the limit, and the strip, which GET tells these limits, never
+sends one. What one answer computes is bounded too (plan lines, steps; see core.preview): beyond
+that, the answer says so in "refused".
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class BadRequest(ValueError):
 
 def describe() -> dict:
     """The answer to GET: the node types with a strip and the inputs each one reads."""
-    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY}
+    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY,
+            "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT}}
 
 
 def answer(body) -> dict:
@@ -81,7 +84,7 @@ def answer(body) -> dict:
                                 _number(inputs, "start_percent"), _number(inputs, "end_percent"))
     except BadRequest:
         raise
-    except ValueError as error:  # counts that are not block counts, or beyond a preview limit
+    except ValueError as error:  # counts that are not block counts
         raise BadRequest(str(error)) from None
 
 

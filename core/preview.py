@@ -23,8 +23,9 @@ DEFAULT_FAMILY = "Flux"
 DEFAULT_COUNTS = {"double_blocks": 19, "single_blocks": 38}
 DEFAULT_NOTE = ("block counts of Flux.1 (19 double, 38 single) until the graph runs; "
                 "then the counts of the model the node ran on")
-# Bounds that keep every answer quick (the route serves ComfyUI's server): block counts, plan lines,
-# and the steps of all orders of one answer together (two streams at the plan limit fit).
+# Bounds that keep every answer quick (the route serves ComfyUI's server): block counts (beyond them
+# a ValueError), plan lines and the steps of all orders of one answer together (two streams at the
+# plan limit fit; beyond them the answer says so in "refused").
 MAX_BLOCKS = 1000
 MAX_LINES = 64
 MAX_PREVIEW_STEPS = 2 * MAX_STEPS
@@ -32,7 +33,7 @@ MAX_CELLS = 256  # the strip shows at most this many cells per stream; the rest 
 
 
 class PreviewLimit(ValueError):
-    """A request beyond what one preview computes; the message names the limit."""
+    """Beyond what one preview computes; the message names the limit."""
 
 
 def preview_plan(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
@@ -75,9 +76,22 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
     Lines are read and checked by ``variant_lines``, as the node does, on a model that carries no
     plan yet; so an error names the node's own line, column (1-based) and token. A stream the line
     leaves out runs in the original order. The baseline is not listed: it is always the model as
-    received. Comment and blank lines have no entry.
+    received. Comment and blank lines have no entry. Beyond ``MAX_LINES`` plan lines, or lines that
+    run more than ``MAX_PREVIEW_STEPS`` steps together, the answer lists no line and says why in
+    ``refused`` (the node itself takes them).
     """
     context = _Context(counts, family)
+    answer = context.answer([], [])
+    try:
+        answer["lines"] = _lines(context, text)
+    except PreviewLimit as limit:
+        answer.update(ok=False, lines=[], refused=str(limit))
+        return answer
+    answer["ok"] = all(entry["ok"] for entry in answer["lines"])
+    return answer
+
+
+def _lines(context: _Context, text: str) -> list[dict]:
     base = LayerPlan(context.family or DEFAULT_FAMILY, tuple(context.counts.items()))
     lines, errors = scan_lines(text)
     if len(lines) + len(errors) > MAX_LINES:
@@ -93,10 +107,7 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
         streams = [_order_stream(context, stream, typed.get(stream), lambda n, steps=orders[stream]: steps, None)
                    for stream in STREAMS if context.counts[stream] or stream in typed]
         answers.append({"number": line.number, "label": line.label, "ok": True, "error": None, "streams": streams})
-    answer = context.answer([], [])
-    answer["lines"] = sorted(answers, key=lambda entry: entry["number"])
-    answer["ok"] = all(entry["ok"] for entry in answers)
-    return answer
+    return sorted(answers, key=lambda entry: entry["number"])
 
 
 def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
@@ -226,7 +237,7 @@ class _Context:
                                       "needs_blocks": None}})
         return {"ok": all(s["ok"] for s in streams), "counts": dict(self.counts), "family": self.family,
                 "counts_source": "model" if self.from_model else "default",
-                "note": None if self.from_model else DEFAULT_NOTE, "streams": streams}
+                "note": None if self.from_model else DEFAULT_NOTE, "refused": None, "streams": streams}
 
 
 def _order_stream(context: _Context, stream: str, text: str | None, order, largest) -> dict:

@@ -1,8 +1,9 @@
 """The preview route's bounds: every request is answered quickly, with a result or a 400 naming the limit.
 
-The route serves ComfyUI's server, so no request may keep it busy: the body, each text input, the
-block counts, the plan lines and the steps of one answer are bounded, and the work runs off the
-server's event loop (checked with aiohttp, which ComfyUI brings; skipped without it).
+The route serves ComfyUI's server, so no request may keep it busy: what a request carries (the
+body, each text input, the block counts) is bounded, beyond which it gets a 400; what one answer
+computes (plan lines, steps) is bounded, beyond which the answer says why in "refused"; and the
+work runs off the server's event loop (checked with aiohttp, which ComfyUI brings; skipped without it).
 """
 
 import asyncio
@@ -47,23 +48,31 @@ def test_a_text_input_longer_than_the_limit_is_refused_naming_the_limit():
     assert "brackets nested deeper than 32" in answer["streams"][0]["error"]["message"]
 
 
-def test_more_plan_lines_than_the_limit_are_refused_naming_the_limit():
+def test_more_plan_lines_than_the_limit_are_not_previewed_and_the_answer_says_why():
     lines = "".join(f"line {i}: double_blocks={i % 19}\n" for i in range(MAX_LINES))
-    assert len(server_routes.answer(grid(lines))["lines"]) == MAX_LINES
-    message = refused(grid(lines + "# a comment\n\none more: single_blocks=x\n"))
-    assert message == f"plans has {MAX_LINES + 1} plan lines; the preview checks at most {MAX_LINES}"
+    answer = server_routes.answer(grid(lines))
+    assert len(answer["lines"]) == MAX_LINES and answer["refused"] is None
+    answer = server_routes.answer(grid(lines + "# a comment\n\none more: single_blocks=x\n"))
+    assert answer["ok"] is False and answer["lines"] == []
+    assert answer["refused"] == f"plans has {MAX_LINES + 1} plan lines; the preview checks at most {MAX_LINES}"
 
 
-def test_more_steps_than_the_limit_are_refused_naming_the_limit():
+def test_more_steps_than_the_limit_are_not_previewed_and_the_answer_says_why():
     # a Plan node's two streams at the plan limit are previewed
     answer = server_routes.answer(plan("all*10", "all*10", BIG))
     assert answer["ok"] and [s["steps"] for s in answer["streams"]] == [MAX_STEPS, MAX_STEPS]
     assert answer["streams"][0]["more_cells"] == 10 * 1000 - 256
     # plan grid lines count together
     lines = "".join(f"line {i}: double_blocks=all*10\n" for i in range(3))
-    assert refused(grid(lines, BIG)) == (f"these plans run more than {MAX_PREVIEW_STEPS} steps in all; "
-                                         f"the preview computes at most {MAX_PREVIEW_STEPS}")
+    answer = server_routes.answer(grid(lines, BIG))
+    assert answer["ok"] is False and answer["lines"] == [] and answer["counts"] == BIG
+    assert answer["refused"] == (f"these plans run more than {MAX_PREVIEW_STEPS} steps in all; "
+                                 f"the preview computes at most {MAX_PREVIEW_STEPS}")
     assert server_routes.answer(grid(lines))["ok"]  # with Flux's 19 blocks the same lines are small
+
+
+def test_get_tells_the_frontend_the_request_limits():
+    assert server_routes.describe()["limits"] == {"max_body": MAX_BODY, "max_text": MAX_TEXT}
 
 
 def test_error_messages_quote_a_bad_value_briefly():
@@ -113,7 +122,7 @@ def test_the_heaviest_requests_within_the_limits_are_answered_quickly(name):
     start = time.perf_counter()
     status, answer = server_routes.respond(raw)
     assert time.perf_counter() - start < 1.0
-    assert status == 200 or "at most" in answer["error"]
+    assert (status == 200 and answer["refused"] is None) or "at most" in (answer.get("error") or answer["refused"])
     assert len(json.dumps(answer)) < 1_000_000
 
 
