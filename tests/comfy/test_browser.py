@@ -82,7 +82,7 @@ def is_jobs_mismatch(entry: dict) -> bool:
     if url.path == "/api/jobs":
         status = urllib.parse.parse_qs(url.query).get("status", [""])[0].split(",")
         return "status of 400" in entry["text"] and "cancelled" in status
-    return (entry["text"].startswith("[Jobs API] Error fetching jobs: JobsApiError: Failed to fetch jobs: 400")
+    return (entry["text"].startswith("[Jobs API] ") and "Failed to fetch jobs: 400" in entry["text"]
             and not is_the_pack_s(entry) and all("/assets/" in url for url in entry["stack"] if url))
 
 
