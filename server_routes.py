@@ -5,14 +5,25 @@
 
 ComfyUI also serves both under /api. The route is thin: ``answer`` checks the request and calls
 ``core.preview``; it imports nothing from ComfyUI, so it is tested without a server.
+
+The route never holds ComfyUI's server, and the work runs on a worker thread, off its event loop.
+What a request may carry is bounded (its body, each text input, the block counts): a request
+beyond that gets a 400 that names the limit, and the strip, which GET tells these limits, never
+sends one. What one answer computes is bounded too (plan lines, steps; see core.preview): beyond
+that, the answer says so in "refused".
 """
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 from .core.preview import (DEFAULT_COUNTS, DEFAULT_FAMILY, preview_lines, preview_plan, preview_selection,
                            preview_strategy)
 
 PATH = "/dit_layer_lab/preview"
+MAX_BODY = 256 * 1024  # bytes of one request
+MAX_TEXT = 10_000  # characters of one text input
 
 _RANGE = ["stream", "first", "last"]
 _WINDOW = ["start_percent", "end_percent"]
@@ -39,7 +50,8 @@ class BadRequest(ValueError):
 
 def describe() -> dict:
     """The answer to GET: the node types with a strip and the inputs each one reads."""
-    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY}
+    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY,
+            "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT}}
 
 
 def answer(body) -> dict:
@@ -49,7 +61,7 @@ def answer(body) -> dict:
     node_type = body.get("node_type")
     spec = NODES.get(node_type)
     if spec is None:
-        raise BadRequest(f"node_type {node_type!r} has no preview; known: {', '.join(NODES)}")
+        raise BadRequest(f"node_type {_short(node_type)} has no preview; known: {', '.join(NODES)}")
     inputs = body.get("inputs")
     if not isinstance(inputs, dict):
         raise BadRequest("'inputs' is an object of the node's input values")
@@ -57,8 +69,8 @@ def answer(body) -> dict:
     if missing:
         raise BadRequest(f"{node_type} needs the inputs {', '.join(missing)}")
     counts, family = _counts(body.get("counts")), body.get("family")
-    if family is not None and not isinstance(family, str):
-        raise BadRequest("'family' is a model family name")
+    if family is not None and (not isinstance(family, str) or len(family) > 100):
+        raise BadRequest(f"'family' is a model family name, got {_short(family)}")
     try:
         if spec["kind"] == "plan":
             return preview_plan(_texts(inputs), counts, family)
@@ -76,6 +88,22 @@ def answer(body) -> dict:
         raise BadRequest(str(error)) from None
 
 
+def respond(raw: bytes) -> tuple[int, dict]:
+    """The status and JSON answer for a POST body: 200 with ``answer``'s result, or 400 with the reason."""
+    if len(raw) > MAX_BODY:
+        return 400, {"error": _too_large(len(raw))}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return 400, {"error": "the request body is not JSON"}
+    except RecursionError:
+        return 400, {"error": "the request body nests too deeply"}
+    try:
+        return 200, answer(body)
+    except BadRequest as error:
+        return 400, {"error": str(error)}
+
+
 def register(routes) -> None:
     """Add GET and POST ``PATH`` to ComfyUI's ``PromptServer.instance.routes`` (an aiohttp RouteTableDef)."""
     from aiohttp import web
@@ -89,14 +117,24 @@ def register(routes) -> None:
 
     @routes.post(PATH)
     async def post_preview(request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the request body is not JSON"}, status=400)
-        try:
-            return web.json_response(answer(body))
-        except BadRequest as error:
-            return web.json_response({"error": str(error)}, status=400)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return web.json_response({"error": _too_large(request.content_length)}, status=400)
+        raw = bytearray()
+        async for chunk in request.content.iter_any():  # a body without a length: stop reading at the limit
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                return web.json_response({"error": _too_large(f"more than {len(raw)}")}, status=400)
+        status, result = await asyncio.to_thread(_respond_text, bytes(raw))
+        return web.Response(text=result, status=status, content_type="application/json")
+
+
+def _respond_text(raw: bytes) -> tuple[int, str]:
+    status, result = respond(raw)
+    return status, json.dumps(result)
+
+
+def _too_large(size) -> str:
+    return f"the request body is {size} bytes; the preview reads at most {MAX_BODY}"
 
 
 def _counts(value):
@@ -114,7 +152,9 @@ def _texts(inputs: dict) -> dict:
 def _text(inputs: dict, name: str) -> str:
     value = inputs[name]
     if not isinstance(value, str):
-        raise BadRequest(f"input {name!r} is text, got {value!r}")
+        raise BadRequest(f"input {name!r} is text, got {_short(value)}")
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f"input {name!r} is {len(value)} characters long; the preview reads at most {MAX_TEXT}")
     return value
 
 
@@ -123,12 +163,18 @@ def _integer(inputs: dict, name: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"input {name!r} is a whole number, got {value!r}")
+        raise BadRequest(f"input {name!r} is a whole number, got {_short(value)}")
     return value
 
 
 def _number(inputs: dict, name: str) -> float:
     value = inputs[name]
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise BadRequest(f"input {name!r} is a number, got {value!r}")
+        raise BadRequest(f"input {name!r} is a number, got {_short(value)}")
     return float(value)
+
+
+def _short(value, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut at ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -14,7 +14,8 @@ from collections import Counter
 from typing import Mapping
 
 from .experiments.variant_lines import LineError, PlanLinesError, check_lines, scan_lines
-from .plan import Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan, parse_steps
+from .plan import (MAX_STEPS, Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan,
+                   parse_steps)
 from .rewrite import STREAMS, LayerPlan, apply_rewrite, check_window, strategy_rewrite
 from .selection import format_selection, parse_selection
 
@@ -22,9 +23,17 @@ DEFAULT_FAMILY = "Flux"
 DEFAULT_COUNTS = {"double_blocks": 19, "single_blocks": 38}
 DEFAULT_NOTE = ("block counts of Flux.1 (19 double, 38 single) until the graph runs; "
                 "then the counts of the model the node ran on")
-# the route answers on ComfyUI's event loop: a bound on the counts keeps every answer quick
+# Bounds that keep every answer quick (the route serves ComfyUI's server): block counts (beyond them
+# a ValueError), plan lines and the steps of all orders of one answer together (two streams at the
+# plan limit fit; beyond them the answer says so in "refused").
 MAX_BLOCKS = 1000
-MAX_CELLS = 256  # the strip shows at most this many cells; the rest is counted in "more_cells"
+MAX_LINES = 64
+MAX_PREVIEW_STEPS = 2 * MAX_STEPS
+MAX_CELLS = 256  # the strip shows at most this many cells per stream; the rest is counted in "more_cells"
+
+
+class PreviewLimit(ValueError):
+    """Beyond what one preview computes; the message names the limit."""
 
 
 def preview_plan(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
@@ -69,11 +78,26 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
     Lines are read and checked by ``variant_lines``, as the node does, on a model that carries no
     plan yet; so an error names the node's own line, column (1-based) and token. A stream the line
     leaves out runs in the original order. The baseline is not listed: it is always the model as
-    received. Comment and blank lines have no entry.
+    received. Comment and blank lines have no entry. Beyond ``MAX_LINES`` plan lines, or lines that
+    run more than ``MAX_PREVIEW_STEPS`` steps together, the answer lists no line and says why in
+    ``refused`` (the node itself takes them).
     """
     context = _Context(counts, family)
+    answer = context.answer([], [])
+    try:
+        answer["lines"] = _lines(context, text)
+    except PreviewLimit as limit:
+        answer.update(ok=False, lines=[], refused=str(limit))
+        return answer
+    answer["ok"] = all(entry["ok"] for entry in answer["lines"])
+    return answer
+
+
+def _lines(context: _Context, text: str) -> list[dict]:
     base = LayerPlan(context.family or DEFAULT_FAMILY, tuple(context.counts.items()))
     lines, errors = scan_lines(text)
+    if len(lines) + len(errors) > MAX_LINES:
+        raise PreviewLimit(f"plans has {len(lines) + len(errors)} plan lines; the preview checks at most {MAX_LINES}")
     answers = [_line_error(error, None) for error in errors]
     for line in lines:
         try:
@@ -85,10 +109,7 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
         streams = [_order_stream(context, stream, typed.get(stream), lambda n, steps=orders[stream]: steps, None)
                    for stream in STREAMS if context.counts[stream] or stream in typed]
         answers.append({"number": line.number, "label": line.label, "ok": True, "error": None, "streams": streams})
-    answer = context.answer([], [])
-    answer["lines"] = sorted(answers, key=lambda entry: entry["number"])
-    answer["ok"] = all(entry["ok"] for entry in answers)
-    return answer
+    return sorted(answers, key=lambda entry: entry["number"])
 
 
 def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
@@ -114,27 +135,23 @@ def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None
     return context.answer(streams, _unknown_streams(texts))
 
 
-def cells_of(steps: Steps) -> list[dict]:
-    """The executed steps as strip cells, runs of one repeated step folded into one cell.
+def cells_of(steps: Steps, limit: int | None = None) -> list[dict]:
+    """The executed steps as strip cells, runs of one repeated step folded into one cell (the first
+    ``limit`` cells when given).
 
     kind: ``parallel`` (several blocks on one input, ``count`` = loops), ``repeated`` (the block
     runs more than once in this order), ``reversed`` (part of a descending run such as 6-3),
     ``moved`` (runs after a higher block, not as part of a descending run), ``run`` (otherwise:
     in the original direction).
     """
-    runs: list[list] = []
-    for step in steps:
-        if runs and runs[-1][0] == step:
-            runs[-1][1] += 1
-        else:
-            runs.append([step, 1])
+    runs = _runs(steps)
     times = Counter()
     for step, count in runs:
         for i in step:
             times[i] += count
     singles = [step[0] if len(step) == 1 else None for step, _ in runs]
     cells = []
-    for j, (step, count) in enumerate(runs):
+    for j, (step, count) in enumerate(runs[:limit]):
         block = singles[j]
         before = singles[j - 1] if j > 0 else None
         after = singles[j + 1] if j + 1 < len(runs) else None
@@ -152,6 +169,17 @@ def cells_of(steps: Steps) -> list[dict]:
     return cells
 
 
+def _runs(steps: Steps) -> list[list]:
+    """[step, how many times in a row] for each run of one repeated step."""
+    runs: list[list] = []
+    for step in steps:
+        if runs and runs[-1][0] == step:
+            runs[-1][1] += 1
+        else:
+            runs.append([step, 1])
+    return runs
+
+
 # ------------------------------------------------------------------------------------- machinery
 
 
@@ -159,6 +187,7 @@ class _Context:
     """Block counts (from the model, or the defaults) and how to word errors with them."""
 
     def __init__(self, counts: Mapping[str, int] | None, family: str | None):
+        self.steps = 0  # of all the orders in this answer, against MAX_PREVIEW_STEPS
         self.from_model = counts is not None
         if counts is None:
             self.counts, self.family = dict(DEFAULT_COUNTS), DEFAULT_FAMILY
@@ -166,7 +195,7 @@ class _Context:
             for stream in STREAMS:
                 value = counts.get(stream, 0)
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_BLOCKS:
-                    raise ValueError(f"counts[{stream!r}] = {value!r}: a block count is a whole number "
+                    raise ValueError(f"counts[{stream!r}] = {value!r:.60}: a block count is a whole number "
                                      f"from 0 to {MAX_BLOCKS}")
             self.counts, self.family = {s: counts.get(s, 0) for s in STREAMS}, family
 
@@ -180,6 +209,12 @@ class _Context:
             except KeyError:
                 return
             family.check_order(stream, steps, n_blocks)
+
+    def spend(self, steps: Steps) -> None:
+        self.steps += len(steps)
+        if self.steps > MAX_PREVIEW_STEPS:
+            raise PreviewLimit(f"these plans run more than {MAX_PREVIEW_STEPS} steps in all; the preview computes "
+                               f"at most {MAX_PREVIEW_STEPS}")
 
     def error(self, error: PlanError, stream: str, largest) -> dict:
         data = {"message": str(error), "reason": error.reason, "position": error.position, "token": error.token,
@@ -199,12 +234,12 @@ class _Context:
     def answer(self, streams: list[dict], unknown: list[str]) -> dict:
         for stream in unknown:
             streams.append({"stream": stream, "blocks": 0, "text": None, "kind": "order", "ok": False,
-                            "error": {"message": f"unknown stream {stream!r}: choose one of {', '.join(STREAMS)}",
+                            "error": {"message": f"unknown stream {stream!r:.60}: choose one of {', '.join(STREAMS)}",
                                       "reason": "unknown stream", "position": None, "token": stream,
                                       "needs_blocks": None}})
         return {"ok": all(s["ok"] for s in streams), "counts": dict(self.counts), "family": self.family,
                 "counts_source": "model" if self.from_model else "default",
-                "note": None if self.from_model else DEFAULT_NOTE, "streams": streams}
+                "note": None if self.from_model else DEFAULT_NOTE, "refused": None, "streams": streams}
 
 
 def _order_stream(context: _Context, stream: str, text: str | None, order, largest) -> dict:
@@ -215,9 +250,10 @@ def _order_stream(context: _Context, stream: str, text: str | None, order, large
         context.check_order(stream, steps, n_blocks)
     except PlanError as error:
         return {**base, "ok": False, "error": context.error(error, stream, largest)}
-    cells = cells_of(steps)
+    context.spend(steps)
     ran = {i for step in steps for i in step}
-    return {**base, "ok": True, "error": None, "cells": cells[:MAX_CELLS], "more_cells": max(0, len(cells) - MAX_CELLS),
+    return {**base, "ok": True, "error": None, "cells": cells_of(steps, MAX_CELLS),
+            "more_cells": max(0, len(_runs(steps)) - MAX_CELLS),
             "skipped": [i for i in range(n_blocks) if i not in ran], "plan": format_steps(steps, n_blocks),
             "changed": steps != identity(n_blocks), "steps": len(steps)}
 

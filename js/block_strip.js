@@ -6,6 +6,12 @@
 // and position. On a plan grid it draws one group per plan line: the label, then each stream's
 // cells, or the line's error at its line:column. After a run, the node reports its model's block
 // counts and the strip uses them.
+//
+// The strip is a DOM widget (node.addDOMWidget), which both of the frontend's renderers show: the
+// classic canvas lays the element over the node, "Nodes 2.0" mounts it inside the node. Nodes 2.0
+// draws no canvas widget, so nothing here depends on a draw call: the strip follows the inputs
+// through their widgets' callbacks (both renderers call them when a value changes), the classic
+// edit box while it is open, and a slow sweep for values that change without an event.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -13,11 +19,14 @@ import { api } from "../../scripts/api.js";
 const ROUTE = "/dit_layer_lab/preview";
 const UI_KEY = "dit_layer_lab_blocks"; // what the nodes return in their `ui` after a run
 const DEBOUNCE_MS = 150;
-const RETRY_MS = 2000; // after a failed request
+const RETRY_MS = 2000; // after a request that got no answer
+const SWEEP_MS = 500; // how often every strip checks its inputs for changes that came without an event
 const STREAM_NAMES = { double_blocks: "double", single_blocks: "single" };
 const MARGIN = 4;
 
 let NODES = {}; // node type -> {kind, inputs}, from GET ROUTE
+let LIMITS = {}; // what one request may carry ({max_text}), from GET ROUTE
+const STRIPS = new Set(); // the strips of the nodes in a graph
 
 const STYLE = `
 .dll-strip { font: 10px/1.3 monospace; color: var(--input-text, #ddd); overflow: hidden; box-sizing: border-box; }
@@ -130,6 +139,10 @@ function renderLine(line) {
 }
 
 function render(strip, answer) {
+  if (answer.refused) {
+    strip.replaceChildren(el("div", "dll-error dll-refused", `not previewed: ${answer.refused}`));
+    return;
+  }
   const rows = answer.lines ? answer.lines.map(renderLine)
     : answer.streams.map((stream) => renderStream(stream));
   if (answer.lines) rows.unshift(el("div", "dll-note", "the baseline (the model as received), then each line:"));
@@ -142,12 +155,23 @@ function render(strip, answer) {
   strip.replaceChildren(...header, ...rows);
 }
 
+// A text longer than the route reads: said here, without sending a request the route would refuse.
+function tooLong(inputs) {
+  for (const [name, value] of Object.entries(inputs)) {
+    if (typeof value === "string" && value.length > LIMITS.max_text) {
+      return { ok: false, streams: [],
+        refused: `input '${name}' is ${value.length} characters long; the preview reads at most ${LIMITS.max_text}` };
+    }
+  }
+  return null;
+}
+
 class Strip {
   constructor(node, spec) {
     this.node = node;
     this.spec = spec;
     this.model = null; // {family, counts} once the node has run
-    this.overrides = {}; // text typed into an open edit box, not yet committed
+    this.overrides = {}; // text typed into an open classic edit box, not yet committed
     this.sent = null;
     this.timer = null;
     this.element = el("div", "dll-strip");
@@ -157,9 +181,11 @@ class Strip {
       serialize: false, // not a node input: never part of the prompt
       margin: MARGIN,
       getMinHeight: () => Math.max(24, this.content.offsetHeight + 2 * MARGIN),
-      onDraw: () => this.schedule(), // catches every change: typing, undo, loading a workflow
     });
     this.widget.serialize = false; // and not saved in the workflow's widgets_values
+    for (const widget of node.widgets ?? []) {
+      if (spec.inputs.includes(widget.name)) this.follow(widget);
+    }
   }
 
   values() {
@@ -179,14 +205,16 @@ class Strip {
   }
 
   async fetch(body, key) {
-    let answer;
-    try {
+    let answer = tooLong(body.inputs);
+    if (!answer) try {
       const response = await api.fetchApi(ROUTE, { method: "POST", body: JSON.stringify(body) });
       answer = await response.json();
-      if (!response.ok) throw new Error(answer.error ?? response.statusText);
+      // 400: the route refused the request and says why; asking again would not change that
+      if (response.status === 400) answer = { ok: false, streams: [], refused: answer.error ?? response.statusText };
+      else if (!response.ok) throw new Error(answer.error ?? response.statusText);
     } catch (error) {
       answer = { ok: false, streams: [], note: `Layer Lab preview unavailable: ${error.message}` };
-      // ask again after a pause (the next draw schedules it), not only when an input changes
+      // ask again after a pause (the next sweep sends it), not only when an input changes
       setTimeout(() => { if (this.sent === key) this.sent = null; }, RETRY_MS);
     }
     if (key !== this.sent) return; // a newer request is on its way
@@ -203,7 +231,21 @@ class Strip {
     this.node.setDirtyCanvas(true, true);
   }
 
-  // live preview while the user types in a text widget's edit box, before Enter commits it
+  // Every edit of an input, in either renderer: the widget's callback (the classic canvas calls it
+  // when an edit is committed, Nodes 2.0 on every keystroke), a multiline box's own input events,
+  // and the classic edit box while the user types, before Enter commits it.
+  follow(widget) {
+    const strip = this;
+    const callback = widget.callback;
+    widget.callback = function () {
+      const result = callback?.apply(this, arguments);
+      strip.schedule();
+      return result;
+    };
+    widget.element?.addEventListener?.("input", () => this.schedule());
+    if (["text", "string"].includes(widget.type)) this.watchTyping(widget);
+  }
+
   watchTyping(widget) {
     const onClick = widget.onClick;
     if (typeof onClick !== "function") return;
@@ -226,6 +268,13 @@ class Strip {
   }
 }
 
+// Values can also change without an event (undo, a workflow loaded into existing nodes, another
+// extension setting a widget): every strip compares its inputs with what it last sent, which costs
+// nothing when they are unchanged.
+function sweep() {
+  for (const strip of STRIPS) strip.schedule();
+}
+
 app.registerExtension({
   name: "dit_layer_lab.block_strip",
 
@@ -233,10 +282,14 @@ app.registerExtension({
     const style = el("style", "", STYLE);
     document.head.append(style);
     try {
-      NODES = (await (await api.fetchApi(ROUTE)).json()).nodes ?? {};
+      const described = await (await api.fetchApi(ROUTE)).json();
+      NODES = described.nodes ?? {};
+      LIMITS = described.limits ?? {};
     } catch (error) {
       console.warn("DiT Layer Lab: the block strip is off, the preview route did not answer:", error);
+      return;
     }
+    setInterval(sweep, SWEEP_MS);
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -246,13 +299,24 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
       this.layerLabStrip = new Strip(this, spec);
-      for (const widget of this.widgets ?? []) {
-        if (!spec.inputs.includes(widget.name)) continue;
-        if (["text", "string"].includes(widget.type)) this.layerLabStrip.watchTyping(widget);
-        // a multiline input is a textarea whose value is the widget's: follow each keystroke
-        widget.inputEl?.addEventListener("input", () => this.layerLabStrip.schedule());
-      }
+      this.layerLabStrip.schedule();
       return result;
+    };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const result = onConfigure?.apply(this, arguments);
+      this.layerLabStrip?.schedule(); // a loaded workflow's values
+      return result;
+    };
+    const onAdded = nodeType.prototype.onAdded;
+    nodeType.prototype.onAdded = function () {
+      if (this.layerLabStrip) STRIPS.add(this.layerLabStrip);
+      return onAdded?.apply(this, arguments);
+    };
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () {
+      if (this.layerLabStrip) STRIPS.delete(this.layerLabStrip);
+      return onRemoved?.apply(this, arguments);
     };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests under tests/comfy need, for the ComfyUI checkout given as the argument:
-# ComfyUI's server requirements (keeping the installed torch), Chromium, and playwright-core.
+# ComfyUI's server requirements (keeping the installed torch), Chromium, playwright-core, and the
+# frontends of the browser matrix (tests/browser/frontends.txt), each under .frontends/<version>.
 #   bash scripts/setup_comfyui_tests.sh /path/to/ComfyUI
 # Then: COMFYUI_PATH=/path/to/ComfyUI bash scripts/test.sh -q
 set -euo pipefail
@@ -27,3 +28,12 @@ fi
 # playwright-core only (exact version from package-lock.json); it drives the system Chromium and
 # never downloads a browser.
 npm ci --prefix tests/browser --no-audit --no-fund
+
+# The frontends of the browser matrix, beside the one ComfyUI installed: the live server serves each
+# with --front-end-root. --no-deps and --target keep them out of the environment ComfyUI runs in.
+grep -v '^\s*#' tests/browser/frontends.txt | while read -r version _; do
+  [ -n "$version" ] || continue
+  if [ ! -f ".frontends/$version/comfyui_frontend_package/static/index.html" ]; then
+    python -m pip install --no-deps --target ".frontends/$version" "comfyui-frontend-package==$version"
+  fi
+done

@@ -288,7 +288,7 @@ def test_route_serves_the_plan_grid():
 
 
 def test_block_counts_beyond_any_model_are_refused_quickly():
-    # the route runs on ComfyUI's event loop; a huge count must not keep it busy
+    # a huge count must not keep the server busy (tests/test_preview_limits.py has the other bounds)
     with pytest.raises(server_routes.BadRequest, match="from 0 to 1000"):
         server_routes.answer({"node_type": "LayerLabSkip", "counts": {"double_blocks": 10 ** 9, "single_blocks": 0},
                 "inputs": {"stream": "double_blocks", "first": 0, "last": 1, "start_percent": 0.0,

@@ -1,19 +1,25 @@
-// Drives ComfyUI's web UI in the system Chromium for tests/comfy/test_browser.py.
+// Drives ComfyUI's web UI in the system Chromium for tests/comfy/test_browser.py: one cell of the
+// browser matrix (one frontend, one renderer) per run.
 //
 //   node drive.mjs job.json     (prints one JSON object with what it saw)
 //
-// job.json: {url, chromium, screenshots (folder or null), plans: {name: {double_blocks, single_blocks}},
-//            typing, grid: {plans}, probe: {filename (an image in the server's temp folder)},
-//            workflows: {name: workflow JSON}}
-// It never downloads a browser: playwright-core drives the Chromium at `chromium`.
+// job.json: {url, chromium, renderer: "classic" | "nodes2", screenshots: {folder, suffix} or null,
+//            plans: [{name, inputs: {double_blocks, single_blocks}}] typed in turn into a Plan node,
+//            set_by_code: [...] then set on that node's widgets with no event,
+//            switched: [...] typed after switching the renderer with that node on the canvas,
+//            lora: [...] typed into a LoRA block node, grid: [{name, plans}] typed into a Plan Grid,
+//            images: {node type: filename in the server's temp folder}, workflows: {name: workflow}}
+// Everything is typed the way a user types it in that renderer. It never downloads a browser:
+// playwright-core drives the Chromium at `chromium`.
 
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
+const VUE_SETTING = "Comfy.VueNodes.Enabled";
+
 const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const EXTENSION = "dit_layer_lab.block_strip";
-const result = { console: [], extensions: [], plans: {}, typing: null, grid: null, probe: null, workflows: {},
-  screenshots: [] };
+const result = { console: [], extensions: [], plans: {}, set_by_code: {}, switched: {}, lora: {}, grid: {}, images: {},
+  workflows: {}, screenshots: [], renderer: null };
 
 const browser = await chromium.launch({
   executablePath: job.chromium,
@@ -21,166 +27,89 @@ const browser = await chromium.launch({
     "--disable-component-update", "--disable-sync"],
 });
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 2 });
-  page.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") {
-      result.console.push({ type: m.type(), text: m.text(), url: m.location()?.url ?? "" });
-    }
-  });
-  page.on("pageerror", (e) => result.console.push({ type: "pageerror", text: String(e.stack ?? e), url: "" }));
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, deviceScaleFactor: 2 });
+  await recordConsole(page);
 
   await page.goto(job.url, { waitUntil: "load" });
   await page.waitForFunction(() => window.app?.graph && window.app.canvas && window.LiteGraph, null, { timeout: 60000 });
   await page.waitForTimeout(2000); // the app finishes its setup after the graph exists
   result.extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));
+  result.extension_files = await page.evaluate(
+    () => performance.getEntriesByType("resource").map((r) => r.name).filter((n) => n.includes("/extensions/")));
   if (job.screenshots) { // no badge naming the folder the test installs the pack under
     await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.NodeBadge.NodeSourceBadgeMode", "None"));
   }
-  result.extension_files = await page.evaluate(
-    () => performance.getEntriesByType("resource").map((r) => r.name).filter((n) => n.includes("/extensions/")));
+  await setRenderer(page, job.renderer);
+  result.renderer = await renderer(page);
 
-  // One node of `type` alone on the canvas, as window.layerLabNode.
-  const addNode = (type, pos, size) => page.evaluate(([type, pos, size]) => {
-    window.app.graph.clear();
-    const node = window.LiteGraph.createNode(type);
-    node.pos = pos;
-    if (size) node.setSize(size);
-    window.app.graph.add(node);
-    window.app.canvas.ds.offset = [0, 0];
-    window.app.canvas.ds.scale = 1;
-    window.app.canvas.setDirty(true, true);
-    window.layerLabNode = node;
-  }, [type, pos, size]);
-
-  const screenshotNode = async (name) => {
-    const clip = await page.evaluate(() => {
-      const node = window.layerLabNode;
-      const rect = window.app.canvas.canvas.getBoundingClientRect();
-      const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - 30]);
-      return { x: rect.left + x - 10, y: rect.top + y - 10, width: node.size[0] * window.app.canvas.ds.scale + 20,
-        height: (node.size[1] + 30) * window.app.canvas.ds.scale + 20 };
-    });
-    const path = `${job.screenshots}/${name}.png`;
-    await page.screenshot({ path, clip });
-    result.screenshots.push(path);
-  };
-
-  // A Plan node on an empty canvas, typed into through its edit box as a user does.
-  await addNode("LayerLabPlan", [240, 160]);
-  await page.waitForSelector(".dll-strip .dll-row", { timeout: 15000 });
-
-  const stripState = () => page.evaluate(() => {
-    const strip = window.layerLabNode.layerLabStrip.element;
-    const error = (box) => box && {
-      text: box.textContent,
-      marked: box.querySelector("mark")?.textContent ?? null,
-      position: box.dataset.position,
-      token: box.dataset.token,
-    };
-    return {
-      ok: strip.dataset.ok,
-      note: [...strip.querySelectorAll(".dll-note")].map((n) => n.textContent),
-      rows: [...strip.querySelectorAll(".dll-row")].map((row) => ({
-        stream: row.dataset.stream,
-        line: row.closest(".dll-line")?.dataset.line ?? null,
-        note: row.querySelector(".dll-note")?.textContent ?? null,
-        cells: [...row.querySelectorAll(".dll-cell")].map((c) => ({ kind: c.dataset.kind, label: c.textContent, blocks: c.dataset.blocks })),
-        error: error(row.querySelector(".dll-error")),
-      })),
-      lines: [...strip.querySelectorAll(".dll-line")].map((group) => ({
-        number: group.dataset.line,
-        ok: group.dataset.ok,
-        label: group.querySelector(".dll-label").textContent,
-        error: error(group.querySelector(":scope > .dll-error")),
-      })),
-    };
-  });
-  const waitForStrip = (inputs) => page.waitForFunction((inputs) => {
-    const strip = window.layerLabNode.layerLabStrip;
-    const sent = strip.sent && JSON.parse(strip.sent).inputs;
-    return sent && Object.entries(inputs).every(([k, v]) => sent[k] === v) && strip.shown === strip.sent;
-  }, inputs, { timeout: 15000 });
-
-  // Typing: click the double_blocks widget, type into the edit box; the strip follows before Enter.
-  if (job.typing) {
-    const point = await page.evaluate(() => {
-      const node = window.layerLabNode;
-      const widget = node.widgets.find((w) => w.name === "double_blocks");
-      const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + widget.y + 10]);
-      const rect = window.app.canvas.canvas.getBoundingClientRect();
-      return [rect.left + x, rect.top + y];
-    });
-    await page.mouse.click(point[0], point[1]);
-    const box = await page.waitForSelector(".graphdialog input.value", { timeout: 5000 });
-    await box.fill("");
-    await box.type(job.typing, { delay: 20 });
-    await waitForStrip({ double_blocks: job.typing }); // drawn from the edit box, before Enter
-    const live = await stripState();
-    await box.press("Enter");
-    await waitForStrip({ double_blocks: job.typing });
-    const value = await page.evaluate(() => window.layerLabNode.widgets.find((w) => w.name === "double_blocks").value);
-    result.typing = { live, committed: value, after: await stripState() };
+  // A Plan node, typed into as a user does: valid, invalid, valid again.
+  await addNode(page, "LayerLabPlan", [240, 160]);
+  await waitForStrip(page, {});
+  for (const { name, inputs } of job.plans ?? []) {
+    result.plans[name] = await typeAll(page, inputs);
+    if (job.screenshots && ["strip", "strip_error"].includes(name)) await screenshotNode(page, name);
   }
 
-  for (const [name, plan] of Object.entries(job.plans ?? {})) {
-    await page.evaluate((plan) => {
-      for (const [k, v] of Object.entries(plan)) window.layerLabNode.widgets.find((w) => w.name === k).value = v;
-      window.app.canvas.setDirty(true, true);
-    }, plan);
-    await waitForStrip(plan);
-    await page.waitForTimeout(500);
-    result.plans[name] = await stripState();
-    if (job.screenshots) await screenshotNode(name);
+  // Values set by code, with no event (as undo or another extension sets them): the strip follows too.
+  for (const { name, inputs } of job.set_by_code ?? []) {
+    await page.evaluate((inputs) => {
+      for (const [k, v] of Object.entries(inputs)) window.layerLabNode.widgets.find((w) => w.name === k).value = v;
+    }, inputs);
+    result.set_by_code[name] = await waitForStrip(page, inputs);
   }
 
-  // A Plan Grid node: plans typed into its multiline box; the strip draws one group per line.
-  await page.setViewportSize({ width: 1280, height: 1400 }); // room for the tall nodes below
-  await page.waitForTimeout(300);
-  if (job.grid) {
-    await addNode("LayerLabPlanGrid", [240, 200], [560, 200]);
-    const box = await page.waitForSelector("textarea.comfy-multiline-input", { timeout: 5000 });
-    await box.fill(job.grid.plans); // an input event, as each keystroke gives
-    await waitForStrip({ plans: job.grid.plans });
-    await page.waitForTimeout(500);
-    result.grid = await stripState();
-    if (job.screenshots) {
-      await page.evaluate(() => { // room for the whole text in the box, above the strip
-        const node = window.layerLabNode;
-        node.setSize([node.size[0], node.size[1] + 100]);
-        window.app.canvas.setDirty(true, true);
-      });
-      await page.waitForTimeout(500);
-      await screenshotNode("strip_grid");
+  // The same node after switching the renderer with it on the canvas, then after switching back.
+  if (job.switched?.length) {
+    const other = job.renderer === "nodes2" ? "classic" : "nodes2";
+    for (const [to, plans] of [[other, job.switched], [job.renderer, job.switched]]) {
+      await setRenderer(page, to);
+      for (const { name, inputs } of plans) result.switched[`${to}:${name}`] = await typeAll(page, inputs);
     }
   }
 
-  // The probe node showing its heatmap. No model can run here, so the image (made earlier by the probe
-  // node itself, copied into the server's temp folder by the test) reaches the node the way ComfyUI
-  // delivers every run's output: an `executed` event, as the server's websocket message dispatches it.
-  if (job.probe) {
+  // A LoRA block node: the selected blocks of each stream.
+  if (job.lora?.length) {
+    await addNode(page, "LayerLabLoraBlocks", [240, 160], [420, 300]);
+    await waitForStrip(page, {});
+    for (const { name, inputs } of job.lora) result.lora[name] = await typeAll(page, inputs);
+  }
+
+  // A Plan Grid node: its multiline box, one group per plan line.
+  if (job.grid?.length) {
+    await addNode(page, "LayerLabPlanGrid", [240, 160], [560, 360]);
+    await waitForStrip(page, {});
+    for (const { name, plans } of job.grid) {
+      await fillTextarea(page, "plans", plans);
+      result.grid[name] = await waitForStrip(page, { plans });
+      if (job.screenshots && name === "strip_grid") await screenshotNode(page, "strip_grid");
+    }
+  }
+
+  // The probe, the grid and the sweep show their image after a run. No model can run here, so the
+  // image (copied into the server's temp folder by the test) reaches the node the way ComfyUI delivers
+  // every run's output: an `executed` event, as the server's websocket message dispatches it.
+  if (job.images) {
     const views = [];
     page.on("response", (response) => {
       const url = new URL(response.url());
-      if (!url.pathname.endsWith("/view")) return;
-      views.push({ filename: url.searchParams.get("filename"), type: url.searchParams.get("type"),
-        status: response.status() });
+      if (url.pathname.endsWith("/view")) {
+        views.push({ filename: url.searchParams.get("filename"), type: url.searchParams.get("type"),
+          status: response.status() });
+      }
     });
-    await addNode("LayerLabSimilarityProbe", [240, 200], [640, 940]);
-    await page.evaluate((filename) => {
-      const id = String(window.layerLabNode.id);
-      window.app.api.dispatchCustomEvent("executed", { node: id, display_node: id, prompt_id: "layer-lab-test",
-        output: { images: [{ filename, subfolder: "", type: "temp" }] } });
-      window.app.canvas.setDirty(true, true);
-    }, job.probe.filename);
-    await page.waitForFunction(() => window.layerLabNode.imgs?.[0]?.complete
-      && window.layerLabNode.imgs[0].naturalWidth > 0, null, { timeout: 15000 });
-    await page.waitForTimeout(500);
-    result.probe = await page.evaluate(() => {
-      const image = window.layerLabNode.imgs[0];
-      return { width: image.naturalWidth, height: image.naturalHeight, src: image.src };
-    });
-    result.probe.views = views;
-    if (job.screenshots) await screenshotNode("probe_node");
+    for (const [type, filename] of Object.entries(job.images)) {
+      await addNode(page, type, [240, 120], [640, 940]);
+      await page.waitForTimeout(300);
+      await page.evaluate((filename) => {
+        const id = String(window.layerLabNode.id);
+        window.app.api.dispatchCustomEvent("executed", { node: id, display_node: id, prompt_id: "layer-lab-test",
+          output: { images: [{ filename, subfolder: "", type: "temp" }] } });
+        window.app.canvas.setDirty(true, true);
+      }, filename);
+      result.images[type] = await shownImage(page);
+      if (job.screenshots && type === "LayerLabSimilarityProbe") await screenshotNode(page, "probe_node");
+    }
+    result.views = views;
   }
 
   // Example workflows: load each without dialogs, list missing node types, convert to a prompt.
@@ -206,7 +135,247 @@ try {
       };
     }, workflow);
   }
+  await page.waitForTimeout(500); // late console messages
 } finally {
   await browser.close();
 }
 process.stdout.write(JSON.stringify(result));
+
+// ------------------------------------------------------------------------------------------ helpers
+
+// Every console error and warning and every uncaught exception, with the URLs of the frames that
+// logged it (from the DevTools protocol), so that the test can tell the pack's messages from others.
+async function recordConsole(page) {
+  const cdp = await page.context().newCDPSession(page);
+  const frames = (trace) => {
+    const urls = [];
+    for (let t = trace; t; t = t.parent) urls.push(...t.callFrames.map((f) => f.url));
+    return urls;
+  };
+  const text = (arg) => arg.value ?? arg.description ?? arg.unserializableValue ?? "";
+  cdp.on("Runtime.consoleAPICalled", (e) => {
+    if (e.type !== "error" && e.type !== "warning" && e.type !== "assert") return;
+    const stack = frames(e.stackTrace);
+    result.console.push({ type: e.type === "warning" ? "warning" : "error", text: e.args.map(text).join(" "),
+      url: stack[0] ?? "", stack });
+  });
+  cdp.on("Runtime.exceptionThrown", (e) => {
+    const d = e.exceptionDetails;
+    const stack = frames(d.stackTrace);
+    result.console.push({ type: "pageerror", text: d.exception?.description ?? d.text, url: d.url ?? stack[0] ?? "",
+      stack });
+  });
+  cdp.on("Log.entryAdded", ({ entry }) => { // the browser's own: failed requests, violations
+    if (entry.level !== "error" && entry.level !== "warning") return;
+    result.console.push({ type: entry.level === "warning" ? "warning" : "error", text: entry.text,
+      url: entry.url ?? "", stack: frames(entry.stackTrace) });
+  });
+  await cdp.send("Runtime.enable");
+  await cdp.send("Log.enable");
+}
+
+function renderer(page) {
+  return page.evaluate((key) => (window.app.extensionManager.setting.get(key) ? "nodes2" : "classic"), VUE_SETTING);
+}
+
+async function setRenderer(page, name) {
+  await page.evaluate(([key, on]) => window.app.extensionManager.setting.set(key, on), [VUE_SETTING, name === "nodes2"]);
+  await page.waitForTimeout(1500); // the graph is drawn anew by the other renderer
+}
+
+// One node of `type` alone on the canvas, as window.layerLabNode.
+async function addNode(page, type, pos, size) {
+  // Cleared first and added later: frontend 1.49.6's Nodes 2.0 keeps the element of a node removed in
+  // the same task as a node with the same id is added, without the new node's DOM widgets.
+  await page.evaluate(() => window.app.graph.clear());
+  await page.waitForTimeout(300);
+  await page.evaluate(([type, pos, size]) => {
+    const node = window.LiteGraph.createNode(type);
+    node.pos = pos;
+    if (size) node.setSize(size);
+    window.app.graph.add(node);
+    window.app.canvas.ds.offset = [0, 0];
+    window.app.canvas.ds.scale = 1;
+    window.app.canvas.setDirty(true, true);
+    window.layerLabNode = node;
+  }, [type, pos, size]);
+  await page.waitForTimeout(500);
+}
+
+function nodeSelector(id) {
+  return `[data-node-id="${id}"]`;
+}
+
+function nodeId(page) {
+  return page.evaluate(() => window.layerLabNode.id);
+}
+
+// The node on screen: in Nodes 2.0 its element, on the classic canvas its box (title included).
+async function nodeRect(page) {
+  const id = await nodeId(page);
+  const element = await page.$(nodeSelector(id));
+  if (element && await element.isVisible()) return element.boundingBox();
+  return page.evaluate(() => {
+    const node = window.layerLabNode;
+    const rect = window.app.canvas.canvas.getBoundingClientRect();
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+    const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - title]);
+    const scale = window.app.canvas.ds.scale;
+    return { x: rect.left + x, y: rect.top + y, width: node.size[0] * scale, height: (node.size[1] + title) * scale };
+  });
+}
+
+async function screenshotNode(page, name) {
+  await page.mouse.move(1, 1); // no hover effects on the node
+  await page.waitForTimeout(300);
+  const box = await nodeRect(page);
+  const path = `${job.screenshots.folder}/${name}${job.screenshots.suffix}.png`;
+  await page.screenshot({ path, clip: { x: box.x - 10, y: box.y - 10, width: box.width + 20, height: box.height + 20 } });
+  result.screenshots.push(path);
+}
+
+// Type each input whose value differs, then wait for the strip to show exactly these inputs.
+async function typeAll(page, inputs) {
+  const live = {};
+  for (const [name, text] of Object.entries(inputs)) {
+    const current = await page.evaluate((name) => window.layerLabNode.widgets.find((w) => w.name === name).value, name);
+    if (current !== text) live[name] = await typeInto(page, name, text);
+  }
+  const state = await waitForStrip(page, inputs);
+  state.live = live; // what the strip showed while the text was typed, before it was committed
+  state.committed = await page.evaluate((names) => Object.fromEntries(names.map(
+    (n) => [n, window.layerLabNode.widgets.find((w) => w.name === n).value])), Object.keys(inputs));
+  return state;
+}
+
+// Type `text` into a one-line text input the way a user does in the current renderer, and return the
+// strip as it was after the last keystroke and before the edit was committed (Enter).
+async function typeInto(page, name, text) {
+  const id = await nodeId(page);
+  let box;
+  if (await renderer(page) === "nodes2") {
+    box = page.locator(`${nodeSelector(id)} input[aria-label="${name}"]`);
+    await box.click();
+  } else { // the canvas widget opens an edit box when clicked
+    const point = await page.evaluate((name) => {
+      const node = window.layerLabNode;
+      const widget = node.widgets.find((w) => w.name === name);
+      const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] + widget.y + 10]);
+      const rect = window.app.canvas.canvas.getBoundingClientRect();
+      return [rect.left + x, rect.top + y];
+    }, name);
+    await page.mouse.click(point[0], point[1]);
+    box = page.locator(".graphdialog input.value");
+  }
+  await box.fill("");
+  await box.pressSequentially(text, { delay: 15 });
+  const live = await waitForStrip(page, { [name]: text }, false);
+  await box.press("Enter");
+  if (await box.count() && await box.isVisible()) await box.blur();
+  return live;
+}
+
+// A multiline input: its textarea, in either renderer.
+async function fillTextarea(page, name, text) {
+  const id = await nodeId(page);
+  let box = page.locator(`${nodeSelector(id)} textarea`);
+  if (!(await box.count())) { // classic: the DOM widget's own textarea, laid over the canvas
+    const handle = await page.evaluateHandle((name) => {
+      const widget = window.layerLabNode.widgets.find((w) => w.name === name);
+      return widget.element ?? widget.inputEl;
+    }, name);
+    box = handle.asElement();
+  }
+  await box.click();
+  await box.fill(text); // an input event, as each keystroke gives
+}
+
+// Wait until the strip shows the answer for `inputs` (or `inputs` typed but not committed when
+// `committed` is false); then read the strip. A strip that never gets there is reported, not thrown.
+async function waitForStrip(page, inputs, committed = true) {
+  let timedOut = false;
+  try {
+    await page.waitForFunction(([inputs, committed]) => {
+      const node = window.layerLabNode;
+      const strip = node.layerLabStrip;
+      const sent = strip.sent && JSON.parse(strip.sent).inputs;
+      const values = Object.fromEntries(node.widgets.map((w) => [w.name, w.value]));
+      return sent && strip.shown === strip.sent && Object.entries(inputs).every(
+        ([k, v]) => sent[k] === v && (!committed || values[k] === v));
+    }, [inputs, committed], { timeout: 15000 });
+    await page.waitForTimeout(200);
+  } catch {
+    timedOut = true;
+  }
+  const state = await stripState(page);
+  state.timed_out = timedOut;
+  return state;
+}
+
+// What the strip shows, read from its DOM, and where it is on the screen.
+async function stripState(page) {
+  const box = await nodeRect(page);
+  const state = await page.evaluate(() => {
+    const node = window.layerLabNode;
+    const strip = node.layerLabStrip.element;
+    const error = (box) => box && {
+      text: box.textContent,
+      marked: box.querySelector("mark")?.textContent ?? null,
+      position: box.dataset.position,
+      token: box.dataset.token,
+    };
+    const rect = strip.getBoundingClientRect();
+    const style = getComputedStyle(strip);
+    return {
+      ok: strip.dataset.ok,
+      sent: node.layerLabStrip.sent && JSON.parse(node.layerLabStrip.sent).inputs,
+      note: [...strip.querySelectorAll(".dll-note")].map((n) => n.textContent),
+      refused: strip.querySelector(".dll-refused")?.textContent ?? null,
+      rows: [...strip.querySelectorAll(".dll-row")].map((row) => ({
+        stream: row.dataset.stream,
+        line: row.closest(".dll-line")?.dataset.line ?? null,
+        note: row.querySelector(".dll-note")?.textContent ?? null,
+        cells: [...row.querySelectorAll(".dll-cell")].map((c) => ({ kind: c.dataset.kind, label: c.textContent, blocks: c.dataset.blocks })),
+        error: error(row.querySelector(".dll-error")),
+      })),
+      lines: [...strip.querySelectorAll(".dll-line")].map((group) => ({
+        number: group.dataset.line,
+        ok: group.dataset.ok,
+        label: group.querySelector(".dll-label").textContent,
+        error: error(group.querySelector(":scope > .dll-error")),
+      })),
+      in_node_element: Boolean(strip.closest(`[data-node-id="${node.id}"]`)),
+      rect: { x: rect.x, y: rect.y, width: rect.width, height: rect.height },
+      shown: strip.isConnected && style.display !== "none" && style.visibility !== "hidden" && rect.width > 0
+        && rect.height > 0,
+    };
+  });
+  state.node_rect = box;
+  return state;
+}
+
+// The image a node shows after an `executed` event: on the classic canvas node.imgs, in Nodes 2.0 an
+// <img> inside the node's element.
+async function shownImage(page) {
+  const id = await nodeId(page);
+  try {
+    await page.waitForFunction((selector) => {
+      const node = window.layerLabNode;
+      const img = document.querySelector(`${selector} img`) ?? node.imgs?.[0];
+      return img?.complete && img.naturalWidth > 0;
+    }, nodeSelector(id), { timeout: 15000 });
+  } catch {
+    return null;
+  }
+  await page.waitForTimeout(500);
+  const box = await nodeRect(page);
+  const image = await page.evaluate((selector) => {
+    const element = document.querySelector(`${selector} img`);
+    const img = element ?? window.layerLabNode.imgs[0];
+    const rect = element?.getBoundingClientRect();
+    return { width: img.naturalWidth, height: img.naturalHeight, src: img.src, in_node_element: Boolean(element),
+      rect: rect ? { x: rect.x, y: rect.y, width: rect.width, height: rect.height } : null };
+  }, nodeSelector(id));
+  image.node_rect = box;
+  return image;
+}

@@ -5,10 +5,15 @@ symlink to this repository, ``user/default/comfy.settings.json`` skips the first
 browser, and the database is in memory. When torchvision or torchaudio cannot be imported here,
 stand-in packages are put first on the server's ``PYTHONPATH``: importable (every name resolves),
 and any call raises an error that names the stand-in.
+
+The server can serve any frontend package with ``--front-end-root``. The frontends the browser tests
+run are listed in tests/browser/frontends.txt; scripts/setup_comfyui_tests.sh installs each one
+under ``.frontends/<version>`` in this repository.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -44,8 +49,42 @@ def __getattr__(name):
     return _Unavailable(f"{{__name__}}.{{name}}")
 '''
 
-STAND_INS = {"torchvision": ("transforms", "transforms/functional", "ops", "io", "utils"),
+# submodules ComfyUI imports by name (0.33: ops for SAM3, models.optical_flow for its VOID nodes)
+STAND_INS = {"torchvision": ("transforms", "transforms/functional", "ops", "io", "utils", "models",
+                             "models/optical_flow"),
              "torchaudio": ("functional", "transforms", "compliance", "compliance/kaldi")}
+
+
+FRONTENDS_LIST = ROOT / "tests" / "browser" / "frontends.txt"
+FRONTENDS_DIR = ROOT / ".frontends"
+
+
+def frontends() -> list[tuple[str, str]]:
+    """The frontend versions of the browser matrix and why each is there, from tests/browser/frontends.txt."""
+    rows = []
+    for line in FRONTENDS_LIST.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            version, _, why = line.partition(" ")
+            rows.append((version, why.strip()))
+    return rows
+
+
+def frontend_root(version: str) -> pathlib.Path | None:
+    """The static folder to serve for ``version``: ``.frontends/<version>``, or None when ComfyUI's own
+    installed frontend package is that version (it needs no --front-end-root); raises LookupError when
+    that frontend is not installed."""
+    static = FRONTENDS_DIR / version / "comfyui_frontend_package" / "static"
+    if (static / "index.html").is_file():
+        return static
+    try:
+        installed = importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed == version:
+        return None
+    raise LookupError(f"frontend {version} is not installed (ComfyUI's own is {installed}): run "
+                      f"'bash scripts/setup_comfyui_tests.sh <ComfyUI>', which puts it under .frontends/{version}")
 
 
 def importable(package: str) -> bool:
@@ -73,8 +112,8 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, comfyui: pathlib.Path, base: pathlib.Path):
-        self.comfyui, self.base = comfyui, base
+    def __init__(self, comfyui: pathlib.Path, base: pathlib.Path, front_end_root: pathlib.Path | None = None):
+        self.comfyui, self.base, self.front_end_root = comfyui, base, front_end_root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
@@ -95,6 +134,8 @@ class ComfyServer:
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
                    "--disable-auto-launch"]
+        if self.front_end_root is not None:
+            command += ["--front-end-root", str(self.front_end_root)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=self.comfyui, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -125,15 +166,17 @@ class ComfyServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+    def get(self, path: str, timeout: float = 30):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, body) -> tuple[int, dict]:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+    def post(self, path: str, body, timeout: float = 60) -> tuple[int, dict]:
+        """POST ``body`` (bytes as they are, anything else as JSON); returns the status and the JSON answer."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"},
+                                         method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")

@@ -4,9 +4,13 @@ Needs, besides ``COMFYUI_PATH`` (see conftest.py): ComfyUI's server requirements
 (``chromium`` on PATH, or ``LAYER_LAB_CHROMIUM``), Node.js and ``npm ci --prefix tests/browser``
 (playwright-core only; it never downloads a browser). Without them these tests skip with the reason.
 
-One browser session (tests/browser/drive.mjs) does everything and reports what it saw; the tests
-below check that report. With ``LAYER_LAB_SCREENSHOTS=1`` it also writes docs/strip.png,
-docs/strip_error.png, docs/strip_grid.png and docs/probe_node.png.
+The tests run a matrix: every frontend of tests/browser/frontends.txt (installed under
+``.frontends/<version>`` by scripts/setup_comfyui_tests.sh; a frontend that is not installed skips
+its cells and says so), each in both node renderers, classic and "Nodes 2.0". One server per
+frontend, one browser session per cell (tests/browser/drive.mjs); the tests check what it saw.
+With ``LAYER_LAB_SCREENSHOTS=1`` the cells of the newest installed frontend also write
+docs/strip.png, docs/strip_error.png, docs/strip_grid.png and docs/probe_node.png (classic) and the
+same names ending in ``_nodes2`` (Nodes 2.0).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ import re
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.parse
 
 import pytest
 from PIL import Image
 
-from dit_layer_lab.core.preview import preview_plan
 from dit_layer_lab.tests.comfy import live_server
 
 ROOT = live_server.ROOT
@@ -31,10 +35,16 @@ COMFYUI_PATH = pathlib.Path(os.environ.get("COMFYUI_PATH", ".")).expanduser().re
 DRIVER = ROOT / "tests" / "browser" / "drive.mjs"
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
 EXTENSION = "dit_layer_lab.block_strip"
+FRONTENDS = live_server.frontends()
+RENDERERS = ("classic", "nodes2")  # nodes2: "Modern Node Design (Nodes 2.0)", setting Comfy.VueNodes.Enabled
 
 # What the UI logs on a machine without internet access, none of it about this pack: look-ups of
 # outside hosts, and 404s for the user's optional files.
 OPTIONAL_FILES = re.compile(r"/(user\.css|favicon\.ico|api/userdata(/.*)?)")
+# Logged by frontend 1.49.6 itself while it starts (a computed setting reads app.rootGraph before the
+# graph exists): seen with every custom node disabled, and only the frontend's files are on its stack.
+FRONTEND_NOISE = {"ComfyApp graph accessed before initialization"}
+PACK_SCRIPTS = f"/extensions/{live_server.PACK_FOLDER}/"
 
 
 def is_offline_noise(entry: dict) -> bool:
@@ -44,11 +54,59 @@ def is_offline_noise(entry: dict) -> bool:
     return "status of 404" in entry["text"] and bool(OPTIONAL_FILES.fullmatch(urllib.parse.urlsplit(url).path))
 
 
-PLANS = {
-    "strip": {"double_blocks": "0-2, [3-6]*2, 7*3, 12-9, 15-18", "single_blocks": "0-15, (16-19)*2, 30-37"},
-    "strip_error": {"double_blocks": "0-2, [3-6]*2, 19", "single_blocks": "0-4, 7 x"},
-}
-TYPED = "0-3, 7*2"
+def is_the_pack_s(entry: dict) -> bool:
+    """Logged by the pack's script, or by anything it called (its file is on the stack), or about it."""
+    return (any(PACK_SCRIPTS in url for url in [entry["url"], *entry["stack"]])
+            or "layer lab" in entry["text"].lower() or "dit_layer_lab" in entry["text"])
+
+
+def is_frontend_noise(entry: dict) -> bool:
+    return (entry["text"] in FRONTEND_NOISE and bool(entry["stack"]) and not is_the_pack_s(entry)
+            and all("/assets/" in url for url in entry["stack"] if url))
+
+
+def knows_cancelled_jobs(server) -> bool:
+    """Frontends from 1.49 list jobs by status 'cancelled', which ComfyUI v0.8.0's /api/jobs refuses (400)."""
+    try:
+        server.get("/api/jobs?status=cancelled&limit=1")
+        return True
+    except urllib.error.HTTPError as error:
+        if error.code == 400 and "cancelled" in error.read().decode(errors="replace"):
+            return False
+        raise
+
+
+def is_jobs_mismatch(entry: dict) -> bool:
+    """The frontend's request for cancelled jobs and its own report of the 400 (on a server without them)."""
+    url = urllib.parse.urlsplit(entry["url"])
+    if url.path == "/api/jobs":
+        status = urllib.parse.parse_qs(url.query).get("status", [""])[0].split(",")
+        return "status of 400" in entry["text"] and "cancelled" in status
+    return (entry["text"].startswith("[Jobs API] ") and "Failed to fetch jobs: 400" in entry["text"]
+            and not is_the_pack_s(entry) and all("/assets/" in url for url in entry["stack"] if url))
+
+
+# Typed into a Plan node in turn: valid, invalid, valid again; then, after switching the renderer
+# with the node on the canvas (and again after switching back), invalid and valid.
+PLANS = [
+    ("strip", {"double_blocks": "0-2, [3-6]*2, 7*3, 12-9, 15-18", "single_blocks": "0-15, (16-19)*2, 30-37"}),
+    ("strip_error", {"double_blocks": "0-2, [3-6]*2, 19", "single_blocks": "0-4, 7 x"}),
+    ("again", {"double_blocks": "0-3, 7*2", "single_blocks": "all"}),
+]
+# Then set on the node's widgets by code, with no event: a text the route refuses, then a valid plan.
+SET_BY_CODE = [
+    ("refused", {"double_blocks": "1," * 5001, "single_blocks": "all"}),
+    ("valid", {"double_blocks": "0-3, 7*2", "single_blocks": "all"}),
+]
+SWITCHED = [
+    ("error", {"double_blocks": "2-4, 99", "single_blocks": "all"}),
+    ("valid", {"double_blocks": "18-0", "single_blocks": "none"}),
+]
+LORA = [
+    ("valid", {"double_blocks": "7-12", "single_blocks": "none"}),
+    ("invalid", {"double_blocks": "7-12, 7", "single_blocks": "none"}),
+    ("again", {"double_blocks": "0, 18", "single_blocks": "30-37"}),
+]
 GRID_PLANS = """\
 # label: double_blocks=<plan>; single_blocks=<plan>
 skip middle double: double_blocks=0-2, 17-18
@@ -57,9 +115,12 @@ reverse middle single: single_blocks=0-3, 33-4, 34-37
 looped parallel x3: double_blocks=0-2, [3-15]*3, 16-18; single_blocks=all
 too far: single_blocks=0-3, 40
 """
-# The probe's heatmap as the probe node made it (see the README); the probe test delivers it to a node.
-PROBE_IMAGE = ROOT / "docs" / "probe_heatmap.png"
-PROBE_FILENAME = "layer_lab_probe_heatmap.png"
+GRID_TOO_MANY = "".join(f"line {i}: double_blocks={i % 19}\n" for i in range(65))  # more lines than previewed
+GRID_VALID = "only double: double_blocks=0-2, 17-18\n"
+# Images the nodes made (see the README), delivered to each node the way ComfyUI delivers a run's output.
+IMAGES = {"LayerLabSimilarityProbe": ROOT / "docs" / "probe_heatmap.png",
+          "LayerLabPlanGrid": ROOT / "docs" / "plan_grid.png",
+          "LayerLabImportanceSweep": ROOT / "docs" / "importance_sweep.png"}
 
 # model-file inputs of standard loaders (and of the pack's LoRA nodes): the workflows name files
 # this test cannot ship, so it creates empty placeholders under these folders before validating
@@ -82,35 +143,88 @@ def _missing_tools() -> str | None:
 pytestmark = pytest.mark.skipif(_missing_tools() is not None, reason=_missing_tools() or "")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = live_server.ComfyServer(COMFYUI_PATH, tmp_path_factory.mktemp("comfyui_base")).start()
+def _installed(version: str) -> bool:
     try:
-        yield server
-    finally:
-        server.stop()
+        live_server.frontend_root(version)
+        return True
+    except LookupError:
+        return False
+
+
+SCREENSHOT_FRONTEND = next((v for v, _ in reversed(FRONTENDS) if _installed(v)), None)
+
+
+class Servers:
+    """One ComfyUI server at a time, serving one frontend: the cells of a frontend run one after another."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory, self.current = tmp_path_factory, None
+
+    def serving(self, version: str) -> live_server.ComfyServer:
+        if self.current is not None and self.current.frontend == version:
+            return self.current
+        self.close()
+        try:
+            root = live_server.frontend_root(version)
+        except LookupError as missing:
+            pytest.skip(f"{missing} ({dict(FRONTENDS)[version]})")
+        server = live_server.ComfyServer(COMFYUI_PATH, self.tmp_path_factory.mktemp("comfyui_base"), root).start()
+        server.frontend = version
+        temp = server.base / "temp"  # where a run's previews would be
+        temp.mkdir(exist_ok=True)
+        for node_type, image in IMAGES.items():
+            shutil.copyfile(image, temp / f"layer_lab_{node_type}.png")
+        self.current = server
+        return server
+
+    def close(self):
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
 
 
 @pytest.fixture(scope="module")
-def seen(server, tmp_path_factory):
-    """What one browser session saw: console, extensions, strips, typed text, the probe's image, workflows."""
-    screenshots = ROOT / "docs" if os.environ.get("LAYER_LAB_SCREENSHOTS") == "1" else None
-    # No model can run on this server (no checkpoint its loaders detect, no text encoder), so the probe's
-    # output is not produced here: the image the probe node made earlier goes into the server's temp
-    # folder, where a run's preview would be, and the browser delivers it to the node through the
-    # frontend's own path for a run's output (the `executed` event). tests/comfy/test_node_ui.py checks
-    # that the node's preview is its IMAGE output.
-    temp = server.base / "temp"
-    temp.mkdir(exist_ok=True)
-    shutil.copyfile(PROBE_IMAGE, temp / PROBE_FILENAME)
+def servers(tmp_path_factory):
+    servers = Servers(tmp_path_factory)
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+CELLS = [(version, renderer) for version, _ in FRONTENDS for renderer in RENDERERS]
+
+
+@pytest.fixture(scope="module", params=CELLS, ids=lambda cell: f"{cell[0]}-{cell[1]}")
+def cell(request):
+    return request.param
+
+
+@pytest.fixture
+def server(servers, cell):
+    return servers.serving(cell[0])
+
+
+@pytest.fixture(scope="module")
+def seen(servers, cell, tmp_path_factory):
+    """What one browser session saw in one cell: console, strips as typed into, images, workflows."""
+    server = servers.serving(cell[0])
+    renderer = cell[1]
+    screenshots = None
+    if os.environ.get("LAYER_LAB_SCREENSHOTS") == "1" and server.frontend == SCREENSHOT_FRONTEND:
+        screenshots = {"folder": str(ROOT / "docs"), "suffix": "" if renderer == "classic" else "_nodes2"}
     job = {
         "url": server.url,
         "chromium": os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser"),
-        "screenshots": str(screenshots) if screenshots else None,
-        "plans": PLANS,
-        "typing": TYPED,
-        "grid": {"plans": GRID_PLANS},
-        "probe": {"filename": PROBE_FILENAME},
+        "renderer": renderer,
+        "screenshots": screenshots,
+        "plans": [{"name": name, "inputs": inputs} for name, inputs in PLANS],
+        "set_by_code": [{"name": name, "inputs": inputs} for name, inputs in SET_BY_CODE],
+        "switched": [{"name": name, "inputs": inputs} for name, inputs in SWITCHED],
+        "lora": [{"name": name, "inputs": inputs} for name, inputs in LORA],
+        "grid": [{"name": "strip_grid", "plans": GRID_PLANS}, {"name": "too_many", "plans": GRID_TOO_MANY},
+                 {"name": "valid", "plans": GRID_VALID}],
+        "images": {node_type: f"layer_lab_{node_type}.png" for node_type in IMAGES},
         "workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS},
     }
     job_file = tmp_path_factory.mktemp("browser") / "job.json"
@@ -126,7 +240,9 @@ def seen(server, tmp_path_factory):
         raise AssertionError(f"the browser driver did not finish in 600 s\nserver log:\n{server.log()[-3000:]}")
     if driver.returncode != 0:
         raise AssertionError(f"the browser driver failed:\n{stderr[-4000:]}\nserver log:\n{server.log()[-3000:]}")
-    return json.loads(stdout)
+    result = json.loads(stdout)
+    result["cell"] = cell
+    return result
 
 
 def _rows(state):
@@ -137,34 +253,60 @@ def _cells(row):
     return [(cell["kind"], cell["label"]) for cell in row["cells"]]
 
 
-def test_extension_loads_once_without_console_errors(seen):
+def _current(state, inputs):
+    """The strip shows the answer for exactly these inputs, committed, and it is on its node."""
+    assert not state["timed_out"], f"the strip never showed {inputs}; it shows the answer for {state['sent']}"
+    assert state["sent"] == {**state["sent"], **inputs}
+    assert state["committed"] == inputs
+    _on_its_node(state)
+
+
+def _on_its_node(state):
+    assert state["shown"], "the strip is not visible"
+    strip, node = state["rect"], state["node_rect"]
+    assert node["x"] - 2 <= strip["x"] and strip["x"] + strip["width"] <= node["x"] + node["width"] + 2
+    assert node["y"] - 2 <= strip["y"] and strip["y"] + strip["height"] <= node["y"] + node["height"] + 2
+
+
+RUN, PAR, REP, REV, SKIP = "run", "parallel", "repeated", "reversed", "skipped"
+
+
+def test_the_cell_runs_its_renderer_and_loads_the_extension_once(seen):
+    assert seen["renderer"] == seen["cell"][1]
     assert EXTENSION in seen["extensions"]
     ours = [name for name in seen["extension_files"] if name.endswith("/block_strip.js")]
     assert len(ours) == 1, f"the pack's script was loaded {len(ours)} times: {ours}"
+
+
+def test_no_console_error_and_nothing_logged_by_the_pack(seen, server):
+    mismatch = not knows_cancelled_jobs(server)
     errors = [entry for entry in seen["console"] if entry["type"] in ("error", "pageerror")
-              and not is_offline_noise(entry)]
+              and not is_offline_noise(entry) and not is_frontend_noise(entry)
+              and not (mismatch and is_jobs_mismatch(entry))]
     assert errors == []
+    assert [entry for entry in seen["console"] if is_the_pack_s(entry)] == []
 
 
 def test_strip_shows_the_steps_of_a_valid_plan(seen):
     state = seen["plans"]["strip"]
+    _current(state, dict(PLANS)["strip"])
     assert state["ok"] == "true"
     rows = _rows(state)
-    run, par, rep, rev, skip = "run", "parallel", "repeated", "reversed", "skipped"
     assert _cells(rows["double_blocks"]) == [
-        (run, "0"), (run, "1"), (run, "2"), (par, "[3-6]*2"), (rep, "7*3"),
-        (rev, "12"), (rev, "11"), (rev, "10"), (rev, "9"),
-        (run, "15"), (run, "16"), (run, "17"), (run, "18"),
-        (skip, "8"), (skip, "13"), (skip, "14")]
+        (RUN, "0"), (RUN, "1"), (RUN, "2"), (PAR, "[3-6]*2"), (REP, "7*3"),
+        (REV, "12"), (REV, "11"), (REV, "10"), (REV, "9"),
+        (RUN, "15"), (RUN, "16"), (RUN, "17"), (RUN, "18"),
+        (SKIP, "8"), (SKIP, "13"), (SKIP, "14")]
     assert rows["double_blocks"]["cells"][3]["blocks"] == "3,4,5,6"
     assert _cells(rows["single_blocks"]) == (
-        [(run, str(i)) for i in range(16)] + [(rep, str(i)) for i in (16, 17, 18, 19) * 2]
-        + [(run, str(i)) for i in range(30, 38)] + [(skip, str(i)) for i in range(20, 30)])
+        [(RUN, str(i)) for i in range(16)] + [(REP, str(i)) for i in (16, 17, 18, 19) * 2]
+        + [(RUN, str(i)) for i in range(30, 38)] + [(SKIP, str(i)) for i in range(20, 30)])
     assert "Flux.1 block counts until the graph runs" in state["note"]
 
 
 def test_strip_shows_the_parse_error_with_token_and_position(seen):
     state = seen["plans"]["strip_error"]
+    _current(state, dict(PLANS)["strip_error"])
     assert state["ok"] == "false"
     rows = _rows(state)
     double, single = rows["double_blocks"]["error"], rows["single_blocks"]["error"]
@@ -176,16 +318,81 @@ def test_strip_shows_the_parse_error_with_token_and_position(seen):
     assert rows["double_blocks"]["cells"] == [] and rows["single_blocks"]["cells"] == []
 
 
-def test_strip_follows_typing_before_enter(seen):
-    typing = seen["typing"]
-    live = _rows(typing["live"])["double_blocks"]
-    assert _cells(live)[:5] == [("run", "0"), ("run", "1"), ("run", "2"), ("run", "3"), ("repeated", "7*2")]
-    assert typing["committed"] == TYPED
-    assert _cells(_rows(typing["after"])["double_blocks"]) == _cells(live)
+AGAIN_DOUBLE = [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "3"), (REP, "7*2")] + [
+    (SKIP, str(i)) for i in (4, 5, 6, *range(8, 19))]
+
+
+def test_strip_follows_typing_back_to_a_valid_plan(seen):
+    state = seen["plans"]["again"]
+    _current(state, dict(PLANS)["again"])
+    assert state["ok"] == "true" and not any(row["error"] for row in state["rows"])
+    rows = _rows(state)
+    assert _cells(rows["double_blocks"]) == AGAIN_DOUBLE
+    assert _cells(rows["single_blocks"]) == [(RUN, str(i)) for i in range(38)]
+
+
+def test_strip_follows_each_keystroke_before_the_edit_is_committed(seen):
+    # in the classic renderer the edit box is open; in Nodes 2.0 the text box has not lost focus yet
+    live = seen["plans"]["again"]["live"]["double_blocks"]
+    assert not live["timed_out"] and live["sent"]["double_blocks"] == "0-3, 7*2"
+    assert _cells(_rows(live)["double_blocks"]) == AGAIN_DOUBLE
+    error = _rows(seen["plans"]["strip_error"]["live"]["double_blocks"])["double_blocks"]["error"]
+    assert error["marked"] == "19"
+
+
+def test_strip_follows_values_set_without_an_event_and_shows_a_refusal(seen):
+    refused, valid = (seen["set_by_code"][name] for name, _ in SET_BY_CODE)
+    assert not refused["timed_out"] and refused["sent"] == dict(SET_BY_CODE)["refused"]
+    _on_its_node(refused)
+    assert refused["ok"] == "false" and refused["rows"] == []
+    assert refused["refused"] == ("not previewed: input 'double_blocks' is 10002 characters long; "
+                                  "the preview reads at most 10000")
+    assert not valid["timed_out"] and valid["sent"] == dict(SET_BY_CODE)["valid"]
+    assert valid["ok"] == "true" and valid["refused"] is None
+    assert _cells(_rows(valid)["double_blocks"]) == AGAIN_DOUBLE
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, ids=lambda r: f"then-{r}")
+def test_strip_follows_typing_after_the_renderer_is_switched(seen, renderer):
+    # the node was on the canvas while the renderer changed: first to the other one, then back
+    error = seen["switched"][f"{renderer}:error"]
+    _current(error, dict(SWITCHED)["error"])
+    rows = _rows(error)
+    assert error["ok"] == "false" and rows["double_blocks"]["cells"] == []
+    assert (rows["double_blocks"]["error"]["token"], rows["double_blocks"]["error"]["position"]) == ("99", "5")
+    assert "block 99 is out of range" in rows["double_blocks"]["error"]["text"]
+    assert _cells(rows["single_blocks"]) == [(RUN, str(i)) for i in range(38)]
+    valid = seen["switched"][f"{renderer}:valid"]
+    _current(valid, dict(SWITCHED)["valid"])
+    rows = _rows(valid)
+    assert valid["ok"] == "true" and not any(row["error"] for row in valid["rows"])
+    assert _cells(rows["double_blocks"]) == [(REV, str(i)) for i in range(18, -1, -1)]
+    assert _cells(rows["single_blocks"]) == [(SKIP, str(i)) for i in range(38)]
+    assert valid["in_node_element"] == (renderer == "nodes2")
+
+
+def test_lora_strip_shows_the_selected_blocks(seen):
+    def selected(row):
+        return [int(cell["label"]) for cell in row["cells"] if cell["kind"] == "selected"]
+
+    valid, invalid, again = (seen["lora"][name] for name, _ in LORA)
+    for state, (_, inputs) in zip((valid, invalid, again), LORA):
+        _current(state, inputs)
+    rows = _rows(valid)
+    assert selected(rows["double_blocks"]) == list(range(7, 13)) and len(rows["double_blocks"]["cells"]) == 19
+    assert selected(rows["single_blocks"]) == [] and len(rows["single_blocks"]["cells"]) == 38
+    error = _rows(invalid)["double_blocks"]["error"]
+    assert invalid["ok"] == "false" and (error["token"], error["position"], error["marked"]) == ("7", "6", "7")
+    assert "block 7 is selected twice" in error["text"]
+    rows = _rows(again)
+    assert again["ok"] == "true"
+    assert selected(rows["double_blocks"]) == [0, 18] and selected(rows["single_blocks"]) == list(range(30, 38))
 
 
 def test_grid_strip_draws_each_plan_line(seen):
-    state = seen["grid"]
+    state = seen["grid"]["strip_grid"]
+    assert not state["timed_out"] and state["sent"] == {"plans": GRID_PLANS}
+    _on_its_node(state)
     assert state["ok"] == "false"  # one line is invalid
     lines = {line["number"]: line for line in state["lines"]}
     assert sorted(lines, key=int) == ["2", "3", "5", "6"]  # the comment and the blank line have no group
@@ -193,19 +400,19 @@ def test_grid_strip_draws_each_plan_line(seen):
     assert lines["2"]["label"] == "line 2 skip middle double" and lines["2"]["error"] is None
     rows = {(row["line"], row["stream"]): row for row in state["rows"] if row["line"]}
     assert _cells(rows["2", "double_blocks"]) == (
-        [("run", "0"), ("run", "1"), ("run", "2"), ("run", "17"), ("run", "18")]
-        + [("skipped", str(i)) for i in range(3, 17)])
+        [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "17"), (RUN, "18")] + [(SKIP, str(i)) for i in range(3, 17)])
     # a stream the line leaves out runs in the original order: one word, no cells
     assert rows["2", "single_blocks"]["cells"] == [] and rows["2", "single_blocks"]["note"] == "original order"
-    assert _cells(rows["3", "single_blocks"]) == ([("run", str(i)) for i in range(4)]
-                                                 + [("reversed", str(i)) for i in range(33, 3, -1)]
-                                                 + [("run", str(i)) for i in range(34, 38)])
-    assert _cells(rows["5", "double_blocks"])[3] == ("parallel", "[3-15]*3")
+    assert _cells(rows["3", "single_blocks"]) == ([(RUN, str(i)) for i in range(4)]
+                                                 + [(REV, str(i)) for i in range(33, 3, -1)]
+                                                 + [(RUN, str(i)) for i in range(34, 38)])
+    assert _cells(rows["5", "double_blocks"])[3] == (PAR, "[3-15]*3")
     assert rows["5", "single_blocks"]["note"] == "original order"  # 'all' typed: the original order too
 
 
 def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(seen):
-    (line,) = [line for line in seen["grid"]["lines"] if line["ok"] == "false"]
+    state = seen["grid"]["strip_grid"]
+    (line,) = [line for line in state["lines"] if line["ok"] == "false"]
     text = GRID_PLANS.splitlines()[5]
     column = text.index("40") + 1
     error = line["error"]
@@ -213,34 +420,39 @@ def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(seen):
     assert error["position"] == str(column - 1)
     assert error["text"].startswith(text + "\n")
     assert f"line 6:{column} block 40 is out of range: valid single_blocks indices are 0-37" in error["text"]
-    assert not any(row["line"] == "6" for row in seen["grid"]["rows"])
+    assert not any(row["line"] == "6" for row in state["rows"])
 
 
-def test_probe_node_shows_the_image_of_an_executed_event(seen):
-    probe = seen["probe"]
-    with Image.open(PROBE_IMAGE) as image:
-        assert (probe["width"], probe["height"]) == image.size
-    assert f"filename={PROBE_FILENAME}" in probe["src"] and "type=temp" in probe["src"]
-    assert {"filename": PROBE_FILENAME, "type": "temp", "status": 200} in probe["views"]
+def test_grid_strip_says_why_it_shows_no_line_beyond_the_limit(seen):
+    state = seen["grid"]["too_many"]
+    assert not state["timed_out"] and state["sent"] == {"plans": GRID_TOO_MANY}
+    _on_its_node(state)
+    assert state["ok"] == "false" and state["lines"] == [] and state["rows"] == []
+    assert state["refused"] == "not previewed: plans has 65 plan lines; the preview checks at most 64"
 
 
-def test_route_answers_over_http(server):
-    texts = {"double_blocks": "0-2, 19", "single_blocks": "all"}
-    for prefix in ("", "/api"):
-        status, answer = server.post(prefix + "/dit_layer_lab/preview", {"node_type": "LayerLabPlan", "inputs": texts})
-        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts)))
-    status, answer = server.post("/dit_layer_lab/preview", {"node_type": "KSampler", "inputs": {}})
-    assert status == 400 and "KSampler" in answer["error"]
-    assert "LayerLabPlan" in server.get("/dit_layer_lab/preview")["nodes"]
+def test_grid_strip_follows_the_text_to_a_valid_one(seen):
+    state = seen["grid"]["valid"]
+    assert not state["timed_out"] and state["sent"] == {"plans": GRID_VALID}
+    _on_its_node(state)
+    assert state["ok"] == "true" and [line["number"] for line in state["lines"]] == ["1"]
+    rows = _rows(state)
+    assert _cells(rows["double_blocks"])[:5] == [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "17"), (RUN, "18")]
 
 
-def test_there_are_example_workflows():
-    assert WORKFLOWS, "example_workflows/ has no .json file"
-
-
-def test_example_workflows_are_listed_as_templates(server):
-    listed = server.get("/workflow_templates").get(live_server.PACK_FOLDER, [])
-    assert sorted(listed) == sorted(path.stem for path in WORKFLOWS)
+@pytest.mark.parametrize("node_type", IMAGES)
+def test_node_shows_its_image_after_a_run(seen, node_type):
+    shown = seen["images"][node_type]
+    assert shown is not None, f"{node_type} shows no image after the executed event"
+    filename = f"layer_lab_{node_type}.png"
+    with Image.open(IMAGES[node_type]) as image:
+        assert (shown["width"], shown["height"]) == image.size
+    assert f"filename={filename}" in shown["src"] and "type=temp" in shown["src"]
+    assert {"filename": filename, "type": "temp", "status": 200} in seen["views"]
+    if seen["cell"][1] == "nodes2":  # an <img> inside the node; the classic canvas draws node.imgs
+        assert shown["in_node_element"]
+        image, node = shown["rect"], shown["node_rect"]
+        assert image["width"] > 100 and node["x"] <= image["x"] <= node["x"] + node["width"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

@@ -1,0 +1,131 @@
+"""The pack's routes on the real ComfyUI server: the preview's answers and refusals, how quickly even
+oversized requests are answered while the server keeps serving others, and the example workflows
+listed as templates. Needs ComfyUI's server requirements, not a browser.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import threading
+import time
+
+import pytest
+
+from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
+from dit_layer_lab.tests.comfy import live_server
+
+ROUTE = "/dit_layer_lab/preview"
+WORKFLOWS = sorted((live_server.ROOT / "example_workflows").glob("*.json"))
+QUICK = 1.0  # seconds: every answer, and every other request while the preview works
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    comfyui = pathlib.Path(os.environ["COMFYUI_PATH"]).expanduser().resolve()  # conftest checked it
+    server = live_server.ComfyServer(comfyui, tmp_path_factory.mktemp("comfyui_base")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def plan(double, single="all", counts=None):
+    body = {"node_type": "LayerLabPlan", "inputs": {"double_blocks": double, "single_blocks": single}}
+    return {**body, "counts": counts} if counts else body
+
+
+def test_route_answers_over_http(server):
+    texts = {"double_blocks": "0-2, 19", "single_blocks": "all"}
+    for prefix in ("", "/api"):
+        status, answer = server.post(prefix + ROUTE, {"node_type": "LayerLabPlan", "inputs": texts})
+        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts)))
+    status, answer = server.post(ROUTE, {"node_type": "KSampler", "inputs": {}})
+    assert status == 400 and "KSampler" in answer["error"]
+    assert "LayerLabPlan" in server.get(ROUTE)["nodes"]
+
+
+BIG = {"double_blocks": 1000, "single_blocks": 1000}
+MEGABYTE_PLAN = plan("0-18, " * 175_000)
+# name -> (body, expected status, a fragment of the answer: the 400's error, or the 200's plan error or refusal)
+OVERSIZED = {
+    "1 MB of plan text": (MEGABYTE_PLAN, 400, f"the preview reads at most {MAX_BODY}"),
+    "plan text over the limit": (plan("1," * MAX_TEXT), 400, f"the preview reads at most {MAX_TEXT}"),
+    "huge block counts": (plan("all", counts={"double_blocks": 10 ** 12, "single_blocks": 38}), 400,
+                          "a whole number from 0 to 1000"),
+    "deeply nested brackets": (plan("(" * (MAX_TEXT // 2) + ")" * (MAX_TEXT // 2)), 200,
+                               "brackets nested deeper than 32"),
+    "nested brackets over the limit": (plan("(" * 100_000 + "1" + ")" * 100_000), 400, f"at most {MAX_TEXT}"),
+    "many grid lines": ({"node_type": "LayerLabPlanGrid",
+                         "inputs": {"plans": "".join(f"l{i}: double_blocks=1\n" for i in range(400))}}, 200,
+                        f"the preview checks at most {MAX_LINES}"),
+    "grid lines of many steps": ({"node_type": "LayerLabPlanGrid", "counts": BIG, "inputs": {
+        "plans": "".join(f"l{i}: double_blocks=all*10; single_blocks=all*10\n" for i in range(60))}}, 200,
+        f"the preview computes at most {MAX_PREVIEW_STEPS}"),
+    "huge strategy range": ({"node_type": "LayerLabShuffle", "inputs": {
+        "stream": "double_blocks", "first": 0, "last": 10 ** 15, "seed": 10 ** 30, "start_percent": 0,
+        "end_percent": 1}}, 200, "is out of range"),
+    "deeply nested JSON": (b"[" * 200_000, 400, "nests too deeply"),
+}
+
+
+def _post_chunked(server, data: bytes, timeout: float):
+    """POST without a Content-Length (chunked), as no frontend would."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        connection.request("POST", ROUTE, body=iter([data[i:i + 65536] for i in range(0, len(data), 65536)]),
+                           headers={"Content-Type": "application/json"}, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_oversized_requests_are_answered_quickly_while_the_server_serves_others(server):
+    server.get("/object_info/LayerLabPlan")  # warm
+    others, stop = [], threading.Event()
+
+    def keep_asking():  # other clients of the server, all the while
+        while not stop.is_set():
+            for path in ("/system_stats", "/object_info/KSampler"):
+                start = time.perf_counter()
+                server.get(path, timeout=30)
+                others.append((path, time.perf_counter() - start))
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    answered = {}
+    try:
+        for name, (body, _, _) in OVERSIZED.items():
+            start = time.perf_counter()
+            status, answer = server.post(ROUTE, body, timeout=30)
+            answered[name] = (status, answer, time.perf_counter() - start)
+        start = time.perf_counter()
+        status, answer = _post_chunked(server, json.dumps(MEGABYTE_PLAN).encode(), timeout=30)
+        answered["1 MB of plan text, chunked"] = (status, answer, time.perf_counter() - start)
+    finally:
+        stop.set()
+        asker.join()
+
+    for name, (body, expected, fragment) in [*OVERSIZED.items(),
+                                             ("1 MB of plan text, chunked", (None, 400, f"at most {MAX_BODY}"))]:
+        status, answer, seconds = answered[name]
+        assert seconds < QUICK, f"{name}: answered after {seconds:.2f} s"
+        assert status == expected, f"{name}: {status} {str(answer)[:300]}"
+        text = answer["error"] if status == 400 else json.dumps(answer)
+        assert fragment in text, f"{name}: {text[:300]}"
+    slowest = max(others, key=lambda other: other[1])
+    assert len(others) >= 4 and slowest[1] < QUICK, f"{slowest[0]} took {slowest[1]:.2f} s"
+
+
+def test_there_are_example_workflows():
+    assert WORKFLOWS, "example_workflows/ has no .json file"
+
+
+def test_example_workflows_are_listed_as_templates(server):
+    listed = server.get("/workflow_templates").get(live_server.PACK_FOLDER, [])
+    assert sorted(listed) == sorted(path.stem for path in WORKFLOWS)
