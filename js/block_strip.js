@@ -150,8 +150,7 @@ function render(strip, answer) {
   if (answer.counts_source === "default") header.push(el("div", "dll-note", "Flux.1 block counts until the graph runs"));
   else if (answer.note) header.push(el("div", "dll-note", answer.note));
   if (answer.counts_source === "model") header.push(el("div", "dll-note", `${answer.family} model`));
-  if (answer.window) header.push(el("div", "dll-note",
-    `during ${Math.round(answer.window[0] * 100)}-${Math.round(answer.window[1] * 100)}% of sampling`));
+  if (answer.window_note) header.push(el("div", "dll-note", answer.window_note));
   strip.replaceChildren(...header, ...rows);
 }
 
