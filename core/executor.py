@@ -68,6 +68,12 @@ def _copy(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
+def _tell_index(transformer_options: dict | None, index: int) -> None:
+    """Where the loop tells blocks their index, make it ``index``."""
+    if transformer_options is not None and "block_index" in transformer_options:
+        transformer_options["block_index"] = index
+
+
 class OwnIndex:
     """Runs block ``index`` with ``transformer_options["block_index"]`` set to ``index``, wherever it runs.
 
@@ -84,9 +90,7 @@ class OwnIndex:
         self.block, self.index = block, index
 
     def __call__(self, *args, **kwargs):
-        options = kwargs.get("transformer_options")
-        if options is not None and "block_index" in options:
-            options["block_index"] = self.index
+        _tell_index(kwargs.get("transformer_options"), self.index)
         return self.block(*args, **kwargs)
 
     def __getattr__(self, name):
@@ -175,9 +179,7 @@ def remap_replace_patches(transformer_options: dict, family: Family, orders: Map
 
 def _told_own_index(patch, index: int):
     def run(args, extra):
-        options = args.get("transformer_options")
-        if options is not None and "block_index" in options:
-            options["block_index"] = index
+        _tell_index(args.get("transformer_options"), index)
         return patch(args, extra)
     return run
 
