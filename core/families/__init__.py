@@ -72,20 +72,17 @@ def all_families() -> tuple[Family, ...]:
     from .auraflow import AURAFLOW
     from .chroma import CHROMA, CHROMA_RADIANCE
     from .flux import FLUX
+    from .hidream import HIDREAM
     from .hunyuan_video import HUNYUAN_VIDEO
     from .lumina import LUMINA2
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, HIDREAM
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).
 NOT_SUPPORTED = {
-    "comfy.ldm.hidream.model.HiDreamImageTransformer2DModel": (
-        "HiDream", "its loop gives the block at position i the i-th LLM hidden state (through the i-th caption "
-        "projection), counted across both lists; a moved block would get another block's text, and moving that "
-        "data with its block is not implemented"),
     "comfy.ldm.pixart.pixartms.PixArtMS": ("PixArt", "its loop has not been checked and tested yet"),
     "comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel": (
         "OmniGen2", "its loop has not been checked and tested yet"),

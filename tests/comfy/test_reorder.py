@@ -20,6 +20,7 @@ from dit_layer_lab.tests.comfy import tiny_models as tm
 
 # family -> (builder, attribute of each stream)
 FLUX_LISTS = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
+HIDREAM_LISTS = {"double_blocks": "double_stream_blocks", "single_blocks": "single_stream_blocks"}
 FAMILIES = {
     "flux": (lambda: tm.tiny_flux(double=3, single=4), FLUX_LISTS),
     "flux2": (lambda: tm.tiny_flux2(double=3, single=4), FLUX_LISTS),
@@ -33,6 +34,7 @@ FAMILIES = {
     "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
     "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
+    "hidream": (lambda: tm.tiny_hidream(double=3, single=4), HIDREAM_LISTS),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -91,11 +93,46 @@ class TellsOwnIndex(nn.Module):
         return self.block(*args, transformer_options=transformer_options, **kwargs)
 
 
-def reference_model(name, orders, model=None):
+class OwnLLMState(nn.Module):
+    """HiDream block ``index`` as the reference runs it: whatever its position, the LLM tokens at the end of
+    its input are its own (LLM layer ``llama_layers[index]`` through ``caption_projection[index]``), made here
+    from the model's input."""
+
+    def __init__(self, block, index, dit, given):
+        super().__init__()
+        self.block, self.index, self.given = block, index, given
+        self.projection, self.layer = dit.caption_projection[index], dit.llama_layers[index]
+
+    def forward(self, image_tokens, image_tokens_masks=None, text_tokens=None, adaln_input=None, rope=None,
+                transformer_options={}):
+        llm = self.given["encoder_hidden_states_llama3"][:, self.layer]
+        own = self.projection(llm)
+        if text_tokens is None:
+            image_tokens = torch.cat([image_tokens[:, :-own.shape[1]], own], dim=1)
+        else:
+            text_tokens = torch.cat([text_tokens[:, :-own.shape[1]], own], dim=1)
+        return self.block(image_tokens=image_tokens, image_tokens_masks=image_tokens_masks, text_tokens=text_tokens,
+                          adaln_input=adaln_input, rope=rope, transformer_options=transformer_options)
+
+
+def own_llm_states(dit):
+    """Wrap every HiDream block in ``OwnLLMState``; the model's input is kept for them by a pre-hook."""
+    given = {}
+    dit.register_forward_pre_hook(lambda module, args, kwargs: given.update(kwargs), with_kwargs=True)
+    double = len(dit.double_stream_blocks)
+    dit.double_stream_blocks = nn.ModuleList(OwnLLMState(b, i, dit, given) for i, b in enumerate(dit.double_stream_blocks))
+    dit.single_stream_blocks = nn.ModuleList(OwnLLMState(b, double + i, dit, given)
+                                             for i, b in enumerate(dit.single_stream_blocks))
+
+
+def reference_model(name, orders, model=None, move_llm_states=True):
     """A twin of the model of family ``name`` (or ``model``, a twin already built) whose block lists are
-    rebuilt in the planned order; every block sees its own index, as state keyed by block expects."""
+    rebuilt in the planned order; every block sees its own index, as state keyed by block expects, and a
+    HiDream block its own LLM state (unless ``move_llm_states`` is False)."""
     model, streams = model or twin(name), FAMILIES[name][1]
     dit = model.model.diffusion_model
+    if name == "hidream" and move_llm_states:
+        own_llm_states(dit)
     for stream, steps in orders.items():
         blocks = [TellsOwnIndex(b, i) for i, b in enumerate(getattr(dit, streams[stream]))]
         setattr(dit, streams[stream], nn.ModuleList(
@@ -296,18 +333,38 @@ def test_unsupported_model_names_the_supported_families():
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
-def test_hidream_is_refused_with_the_reason():
-    import comfy.ldm.hidream.model
+@pytest.mark.parametrize("double, single", [("2-0", "all"), ("all", "3, 0, 2, 1"), ("[0-1], 2", "[1-3]*2, 0")])
+def test_hidream_llm_states_follow_their_block(double, single):
+    model = twin("hidream")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    patched, _ = LayerLabPlan.execute(model, double, single, 0.0, 1.0).args
+    orders = {s: parse_steps(t, n) for s, t, n in (("double_blocks", double, 3), ("single_blocks", single, 4))
+              if t != "all"}
+    got = run(patched, inputs)
+    torch.testing.assert_close(got, run(reference_model("hidream", orders), inputs), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, run(reference_model("hidream", orders, move_llm_states=False), inputs))
 
-    model = tm.tiny_flux(double=2, single=2)
-    other = model.clone()
-    hidream = comfy.ldm.hidream.model.HiDreamImageTransformer2DModel.__new__(
-        comfy.ldm.hidream.model.HiDreamImageTransformer2DModel)
-    nn.Module.__init__(hidream)
-    other.add_object_patch("diffusion_model", hidream)
-    with pytest.raises(PlanError, match=r"HiDream \(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel\) is not "
-                                        "supported: its loop gives the block at position i the i-th LLM hidden state"):
-        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
+
+def test_hidream_plan_longer_than_the_model_equals_a_model_built_with_those_blocks():
+    """Positions past the last block: the reference is a bigger HiDream whose blocks, LLM layers and caption
+    projections are copies of the ones each position runs. Its first text takes the LLM state of its last
+    block, so the plan ends with the model's last block, whose state the loop takes there."""
+    model = twin("hidream")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    patched, _ = LayerLabPlan.execute(model, "0-2, 1, 0", "2, 0-3", 0.0, 1.0).args
+    sources = [0, 1, 2, 1, 0] + [3 + i for i in (2, 0, 1, 2, 3)]
+    built = tm.tiny_hidream(double=5, single=5)
+    dit, big = model.model.diffusion_model, built.model.diffusion_model
+    blocks = list(dit.double_stream_blocks) + list(dit.single_stream_blocks)
+    with torch.inference_mode():
+        for k, block in enumerate(list(big.double_stream_blocks) + list(big.single_stream_blocks)):
+            block.load_state_dict(blocks[sources[k]].state_dict())
+            big.caption_projection[k].load_state_dict(dit.caption_projection[sources[k]].state_dict())
+        big.caption_projection[-1].load_state_dict(dit.caption_projection[-1].state_dict())
+        big.load_state_dict({k: v for k, v in dit.state_dict().items() if not k.startswith(
+            ("double_stream_blocks", "single_stream_blocks", "caption_projection"))}, strict=False)
+    big.llama_layers = [dit.llama_layers[i] for i in sources]
+    torch.testing.assert_close(run(patched, inputs), run(built, inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_an_unchecked_subclass_of_a_supported_class_is_refused_by_name():

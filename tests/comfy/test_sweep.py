@@ -31,6 +31,7 @@ BUILDERS = {
     "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
+    "hidream": lambda: tm.tiny_hidream(double=2, single=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 

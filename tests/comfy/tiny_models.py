@@ -186,10 +186,27 @@ def tiny_hunyuan_image21(double=3, single=4, seed=0):
                   {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
 
 
+LLAMA_DIM, LLAMA_LAYERS, LLAMA_TOKENS = 48, 5, 6  # HiDream's LLM states: (batch, layers, tokens, width)
+
+
+def tiny_hidream(double=3, single=4, seed=0):
+    """HiDream-I1: ``double_stream_blocks`` / ``single_stream_blocks`` (MoE feed-forwards), and per block an LLM
+    layer (``llama_layers``, the real pattern: one each, then the last again) through its own caption projection."""
+    blocks = double + single
+    return _build(comfy.supported_models.HiDream, {
+        "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+        "num_layers": double, "num_single_layers": single, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "caption_channels": [CONTEXT_DIM, LLAMA_DIM], "text_emb_dim": POOLED_DIM,
+        "num_routed_experts": 4, "num_activated_experts": 2, "axes_dims_rope": [8, 12, 12],
+        "max_resolution": [128, 128],
+        "llama_layers": [min(i, LLAMA_LAYERS - 1) for i in range(blocks)],
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
-            "hunyuan_image21": tiny_hunyuan_image21}
+            "hunyuan_image21": tiny_hunyuan_image21, "hidream": tiny_hidream}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -207,6 +224,8 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["joint_attention_dim"], None
     elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
         context_dim, pooled_dim = config["cap_feat_dim"], None
+    elif "llama_layers" in config:  # HiDream: T5 context, pooled CLIP, and the LLM's states
+        context_dim, pooled_dim = config["caption_channels"][0], config["text_emb_dim"]
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
@@ -215,6 +234,9 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
         if config.get("guidance_embed"):
             extra["guidance"] = guidance
+        if "llama_layers" in config:
+            extra["conditioning_llama3"] = torch.randn(batch, LLAMA_LAYERS, LLAMA_TOKENS, LLAMA_DIM,
+                                                       generator=generator)
         return [[torch.randn(batch, tokens, context_dim, generator=generator), extra]]
 
     return one(), one()
