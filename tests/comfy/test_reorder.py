@@ -35,6 +35,13 @@ FAMILIES = {
     "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
     "hidream": (lambda: tm.tiny_hidream(double=3, single=4), HIDREAM_LISTS),
+    "pixart": (lambda: tm.tiny_pixart(blocks=4), {"single_blocks": "blocks"}),
+    "omnigen2": (lambda: tm.tiny_omnigen2(blocks=4), {"single_blocks": "layers"}),
+    "boogu": (lambda: tm.tiny_boogu(double=3, single=4),
+              {"double_blocks": "double_stream_layers", "single_blocks": "single_stream_layers"}),
+    "krea2": (lambda: tm.tiny_krea2(blocks=4), {"single_blocks": "blocks"}),
+    "ernie_image": (lambda: tm.tiny_ernie_image(blocks=4), {"single_blocks": "layers"}),
+    "ideogram4": (lambda: tm.tiny_ideogram4(blocks=4), {"single_blocks": "layers"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -87,10 +94,11 @@ class TellsOwnIndex(nn.Module):
         super().__init__()
         self.block, self.index = block, index
 
-    def forward(self, *args, transformer_options=None, **kwargs):
-        if transformer_options is not None and "block_index" in transformer_options:
-            transformer_options = {**transformer_options, "block_index": self.index}
-        return self.block(*args, transformer_options=transformer_options, **kwargs)
+    def forward(self, *args, **kwargs):
+        options = kwargs.get("transformer_options")  # not every loop passes it (Ernie-Image, PixArt)
+        if options is not None and "block_index" in options:
+            kwargs["transformer_options"] = {**options, "block_index": self.index}
+        return self.block(*args, **kwargs)
 
 
 class OwnLLMState(nn.Module):
@@ -365,6 +373,18 @@ def test_hidream_plan_longer_than_the_model_equals_a_model_built_with_those_bloc
             ("double_stream_blocks", "single_stream_blocks", "caption_projection"))}, strict=False)
     big.llama_layers = [dit.llama_layers[i] for i in sources]
     torch.testing.assert_close(run(patched, inputs), run(built, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_known_unsupported_class_is_refused_with_the_reason():
+    hidream_o1 = pytest.importorskip("comfy.ldm.hidream_o1.model", reason="this ComfyUI has no HiDream-O1")
+    model = tm.tiny_flux(double=2, single=2)
+    other = model.clone()
+    dit = hidream_o1.HiDreamO1Transformer.__new__(hidream_o1.HiDreamO1Transformer)
+    nn.Module.__init__(dit)
+    other.add_object_patch("diffusion_model", dit)
+    with pytest.raises(PlanError, match=r"HiDream-O1 \(comfy.ldm.hidream_o1.model.HiDreamO1Transformer\) is not "
+                                        "supported: its blocks are a language model's layers"):
+        LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
 def test_an_unchecked_subclass_of_a_supported_class_is_refused_by_name():
