@@ -467,3 +467,26 @@ def test_per_position_data_follows_its_block(name):
                                               start_percent=0.0, end_percent=1.0).args
         with pytest.raises(PlanError, match=f"patches every {stream} block by its index"):
             run(grouped, inputs)
+
+
+def test_krea2_attention_patches_see_each_block_s_own_index():
+    """Krea2's loop tells each block its index, which attention patches read (as Flux KV Cache does by its
+    block); a moved block is told its own, as in the reference, and not its position."""
+    def by_index(q, k, v, extra_options, **kwargs):
+        return {"q": q * (1.0 + 0.3 * extra_options["block_index"])}
+
+    def patched(model):
+        model = model.clone()
+        model.set_model_attn1_patch(by_index)
+        return model
+
+    model = twin("krea2")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    planned, _ = LayerLabPlan.execute(patched(model), "all", "3-0", 0.0, 1.0).args
+    got = run(planned, inputs)
+    steps = parse_steps("3-0", 4)
+    assert torch.equal(got, run(patched(reference_model("krea2", {"single_blocks": steps})), inputs))
+    by_position = twin("krea2")
+    dit = by_position.model.diffusion_model
+    dit.blocks = nn.ModuleList(dit.blocks[i] for i in (3, 2, 1, 0))
+    assert not torch.equal(got, run(patched(by_position), inputs))
