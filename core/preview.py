@@ -121,7 +121,8 @@ def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None
         if not _known_stream(stream):
             continue
         n_blocks = context.counts[stream]
-        base = {"stream": stream, "blocks": n_blocks, "text": text, "kind": "selection"}
+        base = {"stream": stream, "list_name": context.list_name(stream), "blocks": n_blocks, "text": text,
+                "kind": "selection"}
         try:
             selected = parse_selection(text, n_blocks, stream)
         except PlanError as error:
@@ -199,16 +200,27 @@ class _Context:
                                      f"from 0 to {MAX_BLOCKS}")
             self.counts, self.family = {s: counts.get(s, 0) for s in STREAMS}, family
 
+    def _family(self):
+        """The model's family once a run has named it (None before, or for a name this pack does not know)."""
+        if not (self.from_model and self.family):
+            return None
+        from .families import by_name  # imports torch; only needed once a model has reported
+
+        try:
+            return by_name(self.family)
+        except KeyError:
+            return None
+
     def check_order(self, stream: str, steps: Steps, n_blocks: int) -> None:
         """The model family's own rule (SD3's last joint block), once the family is known from a run."""
-        if self.from_model and self.family:
-            from .families import by_name  # imports torch; only needed once a model has reported
-
-            try:
-                family = by_name(self.family)
-            except KeyError:
-                return
+        family = self._family()
+        if family is not None:
             family.check_order(stream, steps, n_blocks)
+
+    def list_name(self, stream: str) -> str | None:
+        """The model's own name of a stream's list where it differs ("transformer_blocks"), once known."""
+        family = self._family()
+        return dict(family.list_names()).get(stream) if family is not None else None
 
     def spend(self, steps: Steps) -> None:
         self.steps += len(steps)
@@ -244,7 +256,8 @@ class _Context:
 
 def _order_stream(context: _Context, stream: str, text: str | None, order, largest) -> dict:
     n_blocks = context.counts[stream]
-    base = {"stream": stream, "blocks": n_blocks, "text": text, "kind": "order"}
+    base = {"stream": stream, "list_name": context.list_name(stream), "blocks": n_blocks, "text": text,
+            "kind": "order"}
     try:
         steps = order(n_blocks)
         context.check_order(stream, steps, n_blocks)

@@ -93,7 +93,9 @@ function renderError(row, stream) {
 function renderStream(stream, compact = false) {
   const row = el("div", "dll-row");
   row.dataset.stream = stream.stream;
-  row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream} ${stream.blocks}`));
+  // the model's own list name where it differs: "double (transformer_blocks) 60"
+  const own = stream.list_name ? ` (${stream.list_name})` : "";
+  row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream}${own} ${stream.blocks}`));
   if (!stream.ok) {
     renderError(row, stream);
     return row;

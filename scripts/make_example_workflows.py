@@ -266,6 +266,74 @@ def flux_importance_sweep(g: Graph):
                        "node and is sampled.")
 
 
+def probe_and_preview(g: Graph, pos, model, positive, negative, latent, vae, **settings):
+    x, y = pos
+    probe = g.add("LayerLabSimilarityProbe", (x, y), inputs=sampling_inputs(model, positive, negative, latent),
+                  **settings)
+    g.add("PreviewImage", (x + 360, y), inputs={"images": probe.out("heatmap")})
+    image = g.add("VAEDecode", (x + 360, y + 420), inputs={"samples": probe.out("LATENT"), "vae": vae.out("VAE")})
+    g.add("PreviewImage", (x + 720, y + 420), inputs={"images": image.out("IMAGE")})
+    g.add("PreviewAny", (x + 720, y), inputs={"source": probe.out("report")})
+
+
+def qwen_image_probe(g: Graph):
+    """Loaders, sampling and size of ComfyUI's own Qwen-Image template."""
+    unet = g.add("UNETLoader", (0, 0), unet_name="qwen_image_fp8_e4m3fn.safetensors")
+    clip = g.add("CLIPLoader", (0, 160), clip_name="qwen_2.5_vl_7b_fp8_scaled.safetensors", type="qwen_image")
+    vae = g.add("VAELoader", (0, 360), vae_name="qwen_image_vae.safetensors")
+    sampling = g.add("ModelSamplingAuraFlow", (360, -120), inputs={"model": unet.out("MODEL")}, shift=3.5)
+    positive = g.add("CLIPTextEncode", (360, 60), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    negative = g.add("CLIPTextEncode", (360, 300), inputs={"clip": clip.out("CLIP")}, text=NEGATIVE)
+    latent = g.add("EmptySD3LatentImage", (360, 540), width=1328, height=1328)
+    probe_and_preview(g, (760, 0), sampling.out("MODEL"), positive, negative, latent, vae,
+                      seed=42, steps=20, cfg=4.0, sampler_name="euler", scheduler="simple")
+    note(g, (0, -220), "**Qwen-Image probe.** The similarity heatmaps of Qwen-Image's 60 dual-stream "
+                       "`transformer_blocks` (the pack's `double_blocks`), image and text streams, with the groups "
+                       "found. Models, sampling and size as in ComfyUI's Qwen-Image template; Qwen-Image-Edit "
+                       "runs the same blocks.")
+
+
+def z_image_plan_grid(g: Graph):
+    """Loaders, sampling and size of ComfyUI's own Z-Image-Turbo template."""
+    unet = g.add("UNETLoader", (0, 0), unet_name="z_image_turbo_bf16.safetensors")
+    clip = g.add("CLIPLoader", (0, 160), clip_name="qwen_3_4b.safetensors", type="lumina2")
+    vae = g.add("VAELoader", (0, 360), vae_name="ae.safetensors")
+    sampling = g.add("ModelSamplingAuraFlow", (360, -120), inputs={"model": unet.out("MODEL")}, shift=3.0)
+    positive = g.add("CLIPTextEncode", (360, 60), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    negative = g.add("ConditioningZeroOut", (360, 300), inputs={"conditioning": positive.out("CONDITIONING")})
+    latent = g.add("EmptySD3LatentImage", (360, 420), width=1024, height=1024)
+    links = sampling_inputs(sampling.out("MODEL"), positive, negative, latent)
+    plans = ("# Z-Image-Turbo: 30 single-stream layers (its `layers`)\n"
+             "skip 10-19: single_blocks=0-9, 20-29\n"
+             "skip 20-25: single_blocks=0-19, 26-29\n"
+             "reverse 10-19: single_blocks=0-9, 19-10, 20-29\n"
+             "parallel 10-19: single_blocks=0-9, [10-19], 20-29\n"
+             "looped parallel x2: single_blocks=0-9, [10-19]*2, 20-29")
+    grid = g.add("LayerLabPlanGrid", (760, 0), inputs={"model": links.pop("model"), "vae": vae.out("VAE"), **links},
+                 seed=42, steps=8, cfg=1.0, sampler_name="res_multistep", scheduler="simple", plans=plans)
+    g.add("SaveImage", (1120, 0), inputs={"images": grid.out("grid")}, filename_prefix="layer_lab/z_image_plan_grid")
+    g.add("PreviewAny", (1120, 420), inputs={"source": grid.out("report")})
+    note(g, (0, -220), "**Z-Image-Turbo plan grid.** Z-Image's 30 `layers` are the pack's `single_blocks`; its "
+                       "noise and context refiners run as they are. One cell per plan line, the unchanged model "
+                       "first. Models, sampling (8 steps, cfg 1) and size as in ComfyUI's Z-Image-Turbo template.")
+
+
+def flux2_probe(g: Graph):
+    """Loaders of ComfyUI's own Flux.2 [dev] template; KSampler-style sampling (the template uses Flux2Scheduler)."""
+    unet = g.add("UNETLoader", (0, 0), unet_name="flux2_dev_fp8mixed.safetensors")
+    clip = g.add("CLIPLoader", (0, 160), clip_name="mistral_3_small_flux2_bf16.safetensors", type="flux2")
+    vae = g.add("VAELoader", (0, 360), vae_name="flux2-vae.safetensors")
+    text = g.add("CLIPTextEncode", (360, 60), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    positive = g.add("FluxGuidance", (360, 300), inputs={"conditioning": text.out("CONDITIONING")}, guidance=4.0)
+    negative = g.add("ConditioningZeroOut", (360, 420), inputs={"conditioning": text.out("CONDITIONING")})
+    latent = g.add("EmptyFlux2LatentImage", (360, 520), width=1024, height=1024)
+    probe_and_preview(g, (760, 0), unet.out("MODEL"), positive, negative, latent, vae,
+                      seed=42, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple")
+    note(g, (0, -220), "**Flux.2 [dev] probe.** Heatmaps of its 8 double and 48 single blocks, with the groups "
+                       "found. Model, text encoder and VAE files as in ComfyUI's Flux.2 template; the probe "
+                       "samples like KSampler (euler / simple here), where the template uses Flux2Scheduler.")
+
+
 WORKFLOWS = {
     "flux_skip_middle_blocks": flux_skip_middle,
     "flux_looped_parallel": flux_looped_parallel,
@@ -275,6 +343,9 @@ WORKFLOWS = {
     "flux_lora_on_blocks": flux_lora_blocks,
     "flux_plan_grid": flux_plan_grid,
     "flux_importance_sweep": flux_importance_sweep,
+    "qwen_image_similarity_probe": qwen_image_probe,
+    "z_image_plan_grid": z_image_plan_grid,
+    "flux2_similarity_probe": flux2_probe,
 }
 
 

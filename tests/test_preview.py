@@ -89,6 +89,20 @@ def test_model_counts_apply_the_family_rule():
     assert preview_plan({"double_blocks": "18, 0-17"})["ok"]
 
 
+def test_streams_carry_the_model_s_own_list_names_once_a_model_has_reported():
+    qwen = {"double_blocks": 60, "single_blocks": 0}
+    double, single = preview_plan({"double_blocks": "0-59", "single_blocks": "all"}, qwen, "Qwen-Image")["streams"]
+    assert double["list_name"] == "transformer_blocks" and single["list_name"] is None
+    hidream = {"double_blocks": 16, "single_blocks": 32}
+    answer = preview_lines("a: single_blocks=0-30", hidream, "HiDream")
+    assert [s["list_name"] for s in answer["lines"][0]["streams"]] == ["double_stream_blocks", "single_stream_blocks"]
+    selection = preview_selection({"double_blocks": "0-3", "single_blocks": "all"}, hidream, "HiDream")["streams"]
+    assert [s["list_name"] for s in selection] == ["double_stream_blocks", "single_stream_blocks"]
+    # Flux's lists have the pack's names; before a run (default counts) nothing is known
+    assert [s["list_name"] for s in preview_plan({"double_blocks": "all"}, qwen, "Flux")["streams"]] == [None]
+    assert [s["list_name"] for s in preview_plan({"double_blocks": "all"})["streams"]] == [None]
+
+
 @pytest.mark.parametrize("strategy, params, expected", [
     ("skip", {}, ["0", "1", "2", "6", "7"]),
     ("reverse", {}, ["0", "1", "2", "5", "4", "3", "6", "7"]),

@@ -70,27 +70,29 @@ def all_families() -> tuple[Family, ...]:
     # imported here because the family modules import Family from this one; cached because the
     # per-call wrapper looks its family up by name on every model call
     from .auraflow import AURAFLOW
+    from .boogu import BOOGU
     from .chroma import CHROMA, CHROMA_RADIANCE
+    from .ernie import ERNIE_IMAGE
     from .flux import FLUX
+    from .hidream import HIDREAM
     from .hunyuan_video import HUNYUAN_VIDEO
+    from .ideogram4 import IDEOGRAM4
+    from .krea2 import KREA2
     from .lumina import LUMINA2
+    from .omnigen2 import OMNIGEN2
+    from .pixart import PIXART
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
+    return (FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, HIDREAM,
+            PIXART, OMNIGEN2, BOOGU, KREA2, ERNIE_IMAGE, IDEOGRAM4)
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).
 NOT_SUPPORTED = {
-    "comfy.ldm.hidream.model.HiDreamImageTransformer2DModel": (
-        "HiDream", "its loop gives the block at position i the i-th LLM hidden state (through the i-th caption "
-        "projection), counted across both lists; a moved block would get another block's text, and moving that "
-        "data with its block is not implemented"),
-    "comfy.ldm.pixart.pixartms.PixArtMS": ("PixArt", "its loop has not been checked and tested yet"),
-    "comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel": (
-        "OmniGen2", "its loop has not been checked and tested yet"),
-    "comfy.ldm.krea2.model.SingleStreamDiT": ("Krea2", "its loop has not been checked and tested yet"),
-    "comfy.ldm.ernie.model.ErnieImageModel": ("Ernie-Image", "its loop has not been checked and tested yet"),
+    "comfy.ldm.hidream_o1.model.HiDreamO1Transformer": (
+        "HiDream-O1", "its blocks are a language model's layers over text and pixel patches, a loop that has not "
+                      "been checked; it is not HiDream-I1's class"),
 }
 
 

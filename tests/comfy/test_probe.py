@@ -34,12 +34,23 @@ FAMILIES = {
                         {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
+    "hidream": (lambda: tm.tiny_hidream(double=2, single=2),
+                {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "pixart": (lambda: tm.tiny_pixart(blocks=3), {"single_blocks": 4}),
+    "omnigen2": (lambda: tm.tiny_omnigen2(blocks=3), {"single_blocks": 4}),
+    "boogu": (lambda: tm.tiny_boogu(double=2, single=2),
+              {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "krea2": (lambda: tm.tiny_krea2(blocks=3), {"single_blocks": 4}),
+    "ernie_image": (lambda: tm.tiny_ernie_image(blocks=3), {"single_blocks": 4}),
+    "ideogram4": (lambda: tm.tiny_ideogram4(blocks=3), {"single_blocks": 4}),
 }
 
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
-                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo"}
+                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
+                "hidream": "HiDream", "pixart": "PixArt", "omnigen2": "OmniGen2", "boogu": "Boogu", "krea2": "Krea2",
+                "ernie_image": "Ernie-Image", "ideogram4": "Ideogram4"}
 
 
 def state(parameter, position):
@@ -69,6 +80,20 @@ HOOKED = {
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "hidream": (lambda: tm.tiny_hidream(double=2, single=3), {
+        "double_stream_blocks": {"double_blocks/image": (state("image_tokens", 0), output(0)),
+                                 "double_blocks/text": (state("text_tokens", 2), output(1))},
+        "single_stream_blocks": {"single_blocks": (state("image_tokens", 0), output())}}),
+    "pixart": (lambda: tm.tiny_pixart(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
+    "omnigen2": (lambda: tm.tiny_omnigen2(blocks=3),
+                 {"layers": {"single_blocks": (state("hidden_states", 0), output())}}),
+    "boogu": (lambda: tm.tiny_boogu(double=2, single=2), {
+        "double_stream_layers": {"double_blocks/image": (state("img_hidden_states", 0), output(0)),
+                                 "double_blocks/text": (state("instruct_hidden_states", 1), output(1))},
+        "single_stream_layers": {"single_blocks": (state("hidden_states", 0), output())}}),
+    "krea2": (lambda: tm.tiny_krea2(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
+    "ernie_image": (lambda: tm.tiny_ernie_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "ideogram4": (lambda: tm.tiny_ideogram4(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }
 
 
@@ -100,7 +125,9 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     options = repr(model.model_options)
     dit = model.model.diffusion_model
     lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
-                                                     "single_layers", "transformer_blocks", "layers") if hasattr(dit, attr)}
+                                                     "single_layers", "transformer_blocks", "layers", "double_stream_blocks",
+                                                     "single_stream_blocks", "blocks", "double_stream_layers",
+                                                     "single_stream_layers") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)

@@ -20,6 +20,7 @@ from dit_layer_lab.tests.comfy import tiny_models as tm
 
 # family -> (builder, attribute of each stream)
 FLUX_LISTS = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
+HIDREAM_LISTS = {"double_blocks": "double_stream_blocks", "single_blocks": "single_stream_blocks"}
 FAMILIES = {
     "flux": (lambda: tm.tiny_flux(double=3, single=4), FLUX_LISTS),
     "flux2": (lambda: tm.tiny_flux2(double=3, single=4), FLUX_LISTS),
@@ -33,6 +34,14 @@ FAMILIES = {
     "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
     "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
+    "hidream": (lambda: tm.tiny_hidream(double=3, single=4), HIDREAM_LISTS),
+    "pixart": (lambda: tm.tiny_pixart(blocks=4), {"single_blocks": "blocks"}),
+    "omnigen2": (lambda: tm.tiny_omnigen2(blocks=4), {"single_blocks": "layers"}),
+    "boogu": (lambda: tm.tiny_boogu(double=3, single=4),
+              {"double_blocks": "double_stream_layers", "single_blocks": "single_stream_layers"}),
+    "krea2": (lambda: tm.tiny_krea2(blocks=4), {"single_blocks": "blocks"}),
+    "ernie_image": (lambda: tm.tiny_ernie_image(blocks=4), {"single_blocks": "layers"}),
+    "ideogram4": (lambda: tm.tiny_ideogram4(blocks=4), {"single_blocks": "layers"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -85,17 +94,53 @@ class TellsOwnIndex(nn.Module):
         super().__init__()
         self.block, self.index = block, index
 
-    def forward(self, *args, transformer_options=None, **kwargs):
-        if transformer_options is not None and "block_index" in transformer_options:
-            transformer_options = {**transformer_options, "block_index": self.index}
-        return self.block(*args, transformer_options=transformer_options, **kwargs)
+    def forward(self, *args, **kwargs):
+        options = kwargs.get("transformer_options")  # not every loop passes it (Ernie-Image, PixArt)
+        if options is not None and "block_index" in options:
+            kwargs["transformer_options"] = {**options, "block_index": self.index}
+        return self.block(*args, **kwargs)
 
 
-def reference_model(name, orders, model=None):
+class OwnLLMState(nn.Module):
+    """HiDream block ``index`` as the reference runs it: whatever its position, the LLM tokens at the end of
+    its input are its own (LLM layer ``llama_layers[index]`` through ``caption_projection[index]``), made here
+    from the model's input."""
+
+    def __init__(self, block, index, dit, given):
+        super().__init__()
+        self.block, self.index, self.given = block, index, given
+        self.projection, self.layer = dit.caption_projection[index], dit.llama_layers[index]
+
+    def forward(self, image_tokens, image_tokens_masks=None, text_tokens=None, adaln_input=None, rope=None,
+                transformer_options={}):
+        llm = self.given["encoder_hidden_states_llama3"][:, self.layer]
+        own = self.projection(llm)
+        if text_tokens is None:
+            image_tokens = torch.cat([image_tokens[:, :-own.shape[1]], own], dim=1)
+        else:
+            text_tokens = torch.cat([text_tokens[:, :-own.shape[1]], own], dim=1)
+        return self.block(image_tokens=image_tokens, image_tokens_masks=image_tokens_masks, text_tokens=text_tokens,
+                          adaln_input=adaln_input, rope=rope, transformer_options=transformer_options)
+
+
+def own_llm_states(dit):
+    """Wrap every HiDream block in ``OwnLLMState``; the model's input is kept for them by a pre-hook."""
+    given = {}
+    dit.register_forward_pre_hook(lambda module, args, kwargs: given.update(kwargs), with_kwargs=True)
+    double = len(dit.double_stream_blocks)
+    dit.double_stream_blocks = nn.ModuleList(OwnLLMState(b, i, dit, given) for i, b in enumerate(dit.double_stream_blocks))
+    dit.single_stream_blocks = nn.ModuleList(OwnLLMState(b, double + i, dit, given)
+                                             for i, b in enumerate(dit.single_stream_blocks))
+
+
+def reference_model(name, orders, model=None, move_llm_states=True):
     """A twin of the model of family ``name`` (or ``model``, a twin already built) whose block lists are
-    rebuilt in the planned order; every block sees its own index, as state keyed by block expects."""
+    rebuilt in the planned order; every block sees its own index, as state keyed by block expects, and a
+    HiDream block its own LLM state (unless ``move_llm_states`` is False)."""
     model, streams = model or twin(name), FAMILIES[name][1]
     dit = model.model.diffusion_model
+    if name == "hidream" and move_llm_states:
+        own_llm_states(dit)
     for stream, steps in orders.items():
         blocks = [TellsOwnIndex(b, i) for i, b in enumerate(getattr(dit, streams[stream]))]
         setattr(dit, streams[stream], nn.ModuleList(
@@ -296,17 +341,49 @@ def test_unsupported_model_names_the_supported_families():
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
-def test_hidream_is_refused_with_the_reason():
-    import comfy.ldm.hidream.model
+@pytest.mark.parametrize("double, single", [("2-0", "all"), ("all", "3, 0, 2, 1"), ("[0-1], 2", "[1-3]*2, 0")])
+def test_hidream_llm_states_follow_their_block(double, single):
+    model = twin("hidream")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    patched, _ = LayerLabPlan.execute(model, double, single, 0.0, 1.0).args
+    orders = {s: parse_steps(t, n) for s, t, n in (("double_blocks", double, 3), ("single_blocks", single, 4))
+              if t != "all"}
+    got = run(patched, inputs)
+    torch.testing.assert_close(got, run(reference_model("hidream", orders), inputs), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, run(reference_model("hidream", orders, move_llm_states=False), inputs))
 
+
+def test_hidream_plan_longer_than_the_model_equals_a_model_built_with_those_blocks():
+    """Positions past the last block: the reference is a bigger HiDream whose blocks, LLM layers and caption
+    projections are copies of the ones each position runs. Its first text takes the LLM state of its last
+    block, so the plan ends with the model's last block, whose state the loop takes there."""
+    model = twin("hidream")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    patched, _ = LayerLabPlan.execute(model, "0-2, 1, 0", "2, 0-3", 0.0, 1.0).args
+    sources = [0, 1, 2, 1, 0] + [3 + i for i in (2, 0, 1, 2, 3)]
+    built = tm.tiny_hidream(double=5, single=5)
+    dit, big = model.model.diffusion_model, built.model.diffusion_model
+    blocks = list(dit.double_stream_blocks) + list(dit.single_stream_blocks)
+    with torch.inference_mode():
+        for k, block in enumerate(list(big.double_stream_blocks) + list(big.single_stream_blocks)):
+            block.load_state_dict(blocks[sources[k]].state_dict())
+            big.caption_projection[k].load_state_dict(dit.caption_projection[sources[k]].state_dict())
+        big.caption_projection[-1].load_state_dict(dit.caption_projection[-1].state_dict())
+        big.load_state_dict({k: v for k, v in dit.state_dict().items() if not k.startswith(
+            ("double_stream_blocks", "single_stream_blocks", "caption_projection"))}, strict=False)
+    big.llama_layers = [dit.llama_layers[i] for i in sources]
+    torch.testing.assert_close(run(patched, inputs), run(built, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_known_unsupported_class_is_refused_with_the_reason():
+    hidream_o1 = pytest.importorskip("comfy.ldm.hidream_o1.model", reason="this ComfyUI has no HiDream-O1")
     model = tm.tiny_flux(double=2, single=2)
     other = model.clone()
-    hidream = comfy.ldm.hidream.model.HiDreamImageTransformer2DModel.__new__(
-        comfy.ldm.hidream.model.HiDreamImageTransformer2DModel)
-    nn.Module.__init__(hidream)
-    other.add_object_patch("diffusion_model", hidream)
-    with pytest.raises(PlanError, match=r"HiDream \(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel\) is not "
-                                        "supported: its loop gives the block at position i the i-th LLM hidden state"):
+    dit = hidream_o1.HiDreamO1Transformer.__new__(hidream_o1.HiDreamO1Transformer)
+    nn.Module.__init__(dit)
+    other.add_object_patch("diffusion_model", dit)
+    with pytest.raises(PlanError, match=r"HiDream-O1 \(comfy.ldm.hidream_o1.model.HiDreamO1Transformer\) is not "
+                                        "supported: its blocks are a language model's layers"):
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
@@ -390,3 +467,26 @@ def test_per_position_data_follows_its_block(name):
                                               start_percent=0.0, end_percent=1.0).args
         with pytest.raises(PlanError, match=f"patches every {stream} block by its index"):
             run(grouped, inputs)
+
+
+def test_krea2_attention_patches_see_each_block_s_own_index():
+    """Krea2's loop tells each block its index, which attention patches read (as Flux KV Cache does by its
+    block); a moved block is told its own, as in the reference, and not its position."""
+    def by_index(q, k, v, extra_options, **kwargs):
+        return {"q": q * (1.0 + 0.3 * extra_options["block_index"])}
+
+    def patched(model):
+        model = model.clone()
+        model.set_model_attn1_patch(by_index)
+        return model
+
+    model = twin("krea2")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    planned, _ = LayerLabPlan.execute(patched(model), "all", "3-0", 0.0, 1.0).args
+    got = run(planned, inputs)
+    steps = parse_steps("3-0", 4)
+    assert torch.equal(got, run(patched(reference_model("krea2", {"single_blocks": steps})), inputs))
+    by_position = twin("krea2")
+    dit = by_position.model.diffusion_model
+    dit.blocks = nn.ModuleList(dit.blocks[i] for i in (3, 2, 1, 0))
+    assert not torch.equal(got, run(patched(by_position), inputs))

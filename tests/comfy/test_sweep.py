@@ -31,6 +31,13 @@ BUILDERS = {
     "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
+    "hidream": lambda: tm.tiny_hidream(double=2, single=3),
+    "pixart": lambda: tm.tiny_pixart(blocks=3),
+    "omnigen2": lambda: tm.tiny_omnigen2(blocks=3),
+    "boogu": lambda: tm.tiny_boogu(double=2, single=3),
+    "krea2": lambda: tm.tiny_krea2(blocks=3),
+    "ernie_image": lambda: tm.tiny_ernie_image(blocks=3),
+    "ideogram4": lambda: tm.tiny_ideogram4(blocks=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 

@@ -186,10 +186,101 @@ def tiny_hunyuan_image21(double=3, single=4, seed=0):
                   {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
 
 
+LLAMA_DIM, LLAMA_LAYERS, LLAMA_TOKENS = 48, 5, 6  # HiDream's LLM states: (batch, layers, tokens, width)
+
+
+def tiny_hidream(double=3, single=4, seed=0):
+    """HiDream-I1: ``double_stream_blocks`` / ``single_stream_blocks`` (MoE feed-forwards), and per block an LLM
+    layer (``llama_layers``, the real pattern: one each, then the last again) through its own caption projection."""
+    blocks = double + single
+    return _build(comfy.supported_models.HiDream, {
+        "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+        "num_layers": double, "num_single_layers": single, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "caption_channels": [CONTEXT_DIM, LLAMA_DIM], "text_emb_dim": POOLED_DIM,
+        "num_routed_experts": 4, "num_activated_experts": 2, "axes_dims_rope": [8, 12, 12],
+        "max_resolution": [128, 128],
+        "llama_layers": [min(i, LLAMA_LAYERS - 1) for i in range(blocks)],
+    }, seed)
+
+
+def _only_in_0_33(name):
+    if not hasattr(comfy.supported_models, name):
+        import pytest
+
+        pytest.skip(f"this ComfyUI has no {name}")
+    return getattr(comfy.supported_models, name)
+
+
+def tiny_pixart(blocks=4, seed=0):
+    """PixArt-Σ (``PixArtMS``): ``blocks`` on the image tokens, cross-attending to T5 text; SDXL latent, eps."""
+    return _build(comfy.supported_models.PixArtSigma, {
+        "image_model": "pixart_sigma", "micro_condition": False,
+        "input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": HIDDEN, "num_heads": HEADS,
+        "depth": blocks, "caption_channels": CONTEXT_DIM, "model_max_length": 8,
+    }, seed)
+
+
+def tiny_omnigen2(blocks=4, seed=0):
+    """OmniGen2: Lumina-style ``layers`` on instruction+image tokens, one refiner layer of each kind."""
+    return _build(comfy.supported_models.Omnigen2, {
+        "image_model": "omnigen2", "patch_size": 2, "in_channels": 16, "out_channels": None,
+        "hidden_size": HIDDEN, "num_layers": blocks, "num_refiner_layers": 1, "num_attention_heads": HEADS,
+        "num_kv_heads": 1, "multiple_of": 16, "ffn_dim_multiplier": None, "norm_eps": 1e-5,
+        "axes_dim_rope": [8, 12, 12], "axes_lens": [300, 512, 512], "text_feat_dim": CONTEXT_DIM,
+        "timestep_scale": 1000.0,
+    }, seed)
+
+
+def tiny_boogu(double=2, single=3, seed=0):
+    """Boogu-Image (ComfyUI 0.33): OmniGen2's refiners, then ``double_stream_layers`` and ``single_stream_layers``."""
+    return _build(_only_in_0_33("Boogu"), {
+        "image_model": "boogu", "patch_size": 2, "in_channels": 16, "out_channels": None,
+        "hidden_size": HIDDEN, "num_layers": single, "num_double_stream_layers": double, "num_refiner_layers": 1,
+        "num_attention_heads": HEADS, "num_kv_heads": 1, "multiple_of": 16, "ffn_dim_multiplier": None,
+        "norm_eps": 1e-5, "axes_dim_rope": [8, 12, 12], "axes_lens": [300, 512, 512],
+        "instruction_feat_dim": CONTEXT_DIM, "timestep_scale": 1000.0,
+    }, seed)
+
+
+KREA2_TEXT_LAYERS = 3
+
+
+def tiny_krea2(blocks=4, seed=0):
+    """Krea2 (ComfyUI 0.33, ``SingleStreamDiT``): ``blocks`` on text+image; text from a stack of LLM layers
+    (``KREA2_TEXT_LAYERS`` of ``CONTEXT_DIM``, fused) through its own small text transformer."""
+    return _build(_only_in_0_33("Krea2"), {
+        "image_model": "krea2", "features": HIDDEN, "heads": HEADS, "kvheads": HEADS, "multiplier": 4,
+        "layers": blocks, "patch": 2, "channels": 16, "txtdim": CONTEXT_DIM, "txtlayers": KREA2_TEXT_LAYERS,
+        "txtheads": HEADS, "txtkvheads": HEADS,
+    }, seed)
+
+
+def tiny_ernie_image(blocks=4, seed=0):
+    """Ernie-Image (ComfyUI 0.33): ``layers`` on image+text with one shared modulation; Flux.2's latent."""
+    return _build(_only_in_0_33("ErnieImage"), {
+        "image_model": "ernie", "hidden_size": HIDDEN, "num_attention_heads": HEADS, "num_layers": blocks,
+        "ffn_hidden_size": 4 * HIDDEN, "in_channels": 128, "out_channels": 128, "patch_size": 1,
+        "text_in_dim": CONTEXT_DIM, "rope_axes_dim": (8, 12, 12),
+    }, seed)
+
+
+def tiny_ideogram4(blocks=4, seed=0):
+    """Ideogram 4 (ComfyUI 0.33): ``layers`` on LLM text+image tokens; Flux.2's latent. Its config class fixes
+    the real widths (``unet_extra_config``), so the tiny one is built through a subclass that does not."""
+    config = type("TinyIdeogram4", (_only_in_0_33("Ideogram4"),), {"unet_extra_config": {}})
+    return _build(config, {
+        "image_model": "ideogram4", "in_channels": 128, "num_layers": blocks, "num_attention_heads": HEADS,
+        "attention_head_dim": HIDDEN // HEADS, "intermediate_size": 4 * HIDDEN, "adaln_dim": 32,
+        "llm_features_dim": CONTEXT_DIM, "rope_theta": 10000, "mrope_section": [6, 5, 5], "norm_eps": 1e-5,
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
-            "hunyuan_image21": tiny_hunyuan_image21}
+            "hunyuan_image21": tiny_hunyuan_image21, "hidream": tiny_hidream,
+            "pixart": tiny_pixart, "omnigen2": tiny_omnigen2, "boogu": tiny_boogu, "krea2": tiny_krea2,
+            "ernie_image": tiny_ernie_image, "ideogram4": tiny_ideogram4}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -207,6 +298,18 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["joint_attention_dim"], None
     elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
         context_dim, pooled_dim = config["cap_feat_dim"], None
+    elif "llama_layers" in config:  # HiDream: T5 context, pooled CLIP, and the LLM's states
+        context_dim, pooled_dim = config["caption_channels"][0], config["text_emb_dim"]
+    elif "caption_channels" in config:  # PixArt
+        context_dim, pooled_dim = config["caption_channels"], None
+    elif "text_feat_dim" in config or "instruction_feat_dim" in config:  # OmniGen2, Boogu
+        context_dim, pooled_dim = config.get("text_feat_dim", config.get("instruction_feat_dim")), None
+    elif "txtlayers" in config:  # Krea2: its LLM layers side by side
+        context_dim, pooled_dim = config["txtlayers"] * config["txtdim"], None
+    elif "text_in_dim" in config:  # Ernie-Image
+        context_dim, pooled_dim = config["text_in_dim"], None
+    elif "llm_features_dim" in config:  # Ideogram 4
+        context_dim, pooled_dim = config["llm_features_dim"], None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
@@ -215,13 +318,21 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
         if config.get("guidance_embed"):
             extra["guidance"] = guidance
+        if config.get("image_model") in ("omnigen2", "boogu"):  # their loops take the token count from it
+            extra["attention_mask"] = torch.ones(batch, tokens, dtype=torch.long)
+        if "llama_layers" in config:
+            extra["conditioning_llama3"] = torch.randn(batch, LLAMA_LAYERS, LLAMA_TOKENS, LLAMA_DIM,
+                                                       generator=generator)
         return [[torch.randn(batch, tokens, context_dim, generator=generator), extra]]
 
     return one(), one()
 
 
-def latent(model, h=16, w=16, batch=1):
-    """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels."""
+def latent(model, h=None, w=None, batch=1):
+    """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels
+    (16, or 48 for PixArt, whose position embedding is sized in steps of 64 latent pixels, rounded)."""
+    least = 48 if model.model.model_config.unet_config.get("image_model", "").startswith("pixart") else 16
+    h, w = h or least, w or least
     channels = model.get_model_object("latent_format").latent_channels
     return torch.zeros(batch, channels, h, w)
 

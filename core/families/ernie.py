@@ -1,0 +1,13 @@
+"""Ernie-Image: one list of single-stream ``layers`` on the image and text tokens joined.
+
+Every layer gets the same shared modulation; the loop hands out nothing by position.
+"""
+
+from . import Family, Layout
+
+ERNIE_IMAGE = Family(
+    name="Ernie-Image",
+    classes=("comfy.ldm.ernie.model.ErnieImageModel",),
+    block_lists={"single_blocks": "layers"},
+    hidden_states={"single_blocks": Layout.of(x="text+image")},
+)

@@ -1,0 +1,15 @@
+"""OmniGen2: Lumina-style single-stream ``layers`` on the instruction and image tokens joined.
+
+``layers`` is the ``single_blocks`` stream. The refiners before it (``noise_refiner``,
+``ref_image_refiner``, ``context_refiner``) are not part of the stack and run as they are. The loop
+hands out nothing by position.
+"""
+
+from . import Family, Layout
+
+OMNIGEN2 = Family(
+    name="OmniGen2",
+    classes=("comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel",),
+    block_lists={"single_blocks": "layers"},
+    hidden_states={"single_blocks": Layout.of(hidden_states="text+image")},
+)
