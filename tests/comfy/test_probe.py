@@ -32,6 +32,9 @@ FAMILIES = {
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=2),
                         {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=2),
+                      {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
@@ -39,7 +42,8 @@ FAMILIES = {
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
-                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo"}
+                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
+                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo"}
 
 
 def state(parameter, position):
@@ -67,6 +71,8 @@ HOOKED = {
         "double_blocks/image": (state("hidden_states", 0), output(1)),
         "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=3), FLUX_STATES),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks": FLUX_STATES["double_blocks"]}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }
@@ -274,3 +280,13 @@ def test_schema_takes_ksampler_inputs_and_gives_image_latent_report():
     aggregate = info["input"]["required"]["aggregate"]
     assert aggregate[1].get("options", aggregate[0]) == ["per_step", "step_mean"]
     assert info["output"] == ["IMAGE", "LATENT", "STRING"]
+
+
+def test_a_video_models_image_tokens_cover_every_frame():
+    model = tm.tiny_hunyuan_video(double=2, single=2)
+    latent = tm.latent(model, h=8, w=12, frames=3)
+    assert latent.ndim == 5
+    _, sampled, report = probe(model, (*tm.conditioning(model), latent), max_tokens=0)
+    assert sampled["samples"].shape == latent.shape
+    assert report["streams"]["double_blocks/image"]["total_tokens"] == 3 * (8 // 2) * (12 // 2)
+    assert report["streams"]["single_blocks"]["total_tokens"] == 3 * (8 // 2) * (12 // 2) + 8  # + text tokens

@@ -33,6 +33,8 @@ FAMILIES = {
     "lumina2": (lambda: tm.tiny_lumina2(blocks=4), {"single_blocks": "layers"}),
     "z_image": (lambda: tm.tiny_z_image(blocks=4), {"single_blocks": "layers"}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=3, single=4), FLUX_LISTS),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=3, single=4), FLUX_LISTS),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=4), {"double_blocks": "double_blocks"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)

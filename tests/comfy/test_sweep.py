@@ -29,6 +29,8 @@ BUILDERS = {
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
     "qwen_image": lambda: tm.tiny_qwen_image(blocks=3),
     "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
+    "hunyuan_video": lambda: tm.tiny_hunyuan_video(double=2, single=3),
+    "hunyuan_video15": lambda: tm.tiny_hunyuan_video15(double=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
 }

@@ -186,10 +186,40 @@ def tiny_hunyuan_image21(double=3, single=4, seed=0):
                   {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
 
 
+def tiny_hunyuan_video(double=3, single=4, seed=0):
+    """HunyuanVideo 1.0: the same class on a 5-D latent ([B, 16, T, H, W], 1x2x2 patches, three rope axes,
+    frames x rows x columns flattened into one token sequence), guidance embedding and a pooled text vector."""
+    return _hunyuan_video(comfy.supported_models.HunyuanVideo, {
+        "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2], "vec_in_dim": POOLED_DIM,
+        "guidance_embed": True, "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False,
+    }, double, single, seed)
+
+
+def tiny_hunyuan_video15(double=4, single=0, seed=0):
+    """HunyuanVideo 1.5: the same class, double blocks only (54 in the real model), 32 latent channels plus
+    33 of image condition and mask (zeros for text-to-video), 1x1x1 patches, condition-type embeddings
+    and a vision projection."""
+    return _hunyuan_video(comfy.supported_models.HunyuanVideo15, {
+        "in_channels": 65, "out_channels": 32, "patch_size": [1, 1, 1], "vec_in_dim": None,
+        "guidance_embed": False, "use_cond_type_embedding": True, "vision_in_dim": 16, "meanflow_sum": True,
+    }, double, single, seed)
+
+
+def _hunyuan_video(config_class, config, double, single, seed):
+    import comfy.ldm.hunyuan_video.model as hunyuan
+
+    config = {"image_model": "hunyuan_video", "context_in_dim": CONTEXT_DIM, "hidden_size": HIDDEN,
+              "mlp_ratio": 4.0, "num_heads": HEADS, "depth": double, "depth_single_blocks": single,
+              "axes_dim": AXES_DIM, "theta": 256, "qkv_bias": True, "byt5": False, "meanflow": False, **config}
+    fields = hunyuan.HunyuanVideoParams.__dataclass_fields__
+    return _build(config_class, {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
-            "hunyuan_image21": tiny_hunyuan_image21}
+            "hunyuan_image21": tiny_hunyuan_image21, "hunyuan_video": tiny_hunyuan_video,
+            "hunyuan_video15": tiny_hunyuan_video15}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -220,10 +250,13 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
     return one(), one()
 
 
-def latent(model, h=16, w=16, batch=1):
-    """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels."""
-    channels = model.get_model_object("latent_format").latent_channels
-    return torch.zeros(batch, channels, h, w)
+def latent(model, h=16, w=16, batch=1, frames=3):
+    """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels.
+    A video model's latent is ``[batch, channels, frames, h, w]``."""
+    latent_format = model.get_model_object("latent_format")
+    if getattr(latent_format, "latent_dimensions", 2) == 3:
+        return torch.zeros(batch, latent_format.latent_channels, frames, h, w)
+    return torch.zeros(batch, latent_format.latent_channels, h, w)
 
 
 def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler="euler", scheduler="simple", **kwargs):
