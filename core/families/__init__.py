@@ -73,11 +73,12 @@ def all_families() -> tuple[Family, ...]:
     from .chroma import CHROMA, CHROMA_RADIANCE
     from .flux import FLUX
     from .hunyuan_video import HUNYUAN_VIDEO
+    from .lightricks import LTX2, LTXV
     from .lumina import LUMINA2
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, LTXV, LTX2
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).

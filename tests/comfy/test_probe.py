@@ -35,6 +35,8 @@ FAMILIES = {
     "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=2),
                       {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
     "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
+    "ltxv": (lambda: tm.tiny_ltxv(blocks=3), {"single_blocks": 4}),
+    "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"single_blocks/video": 4, "single_blocks/audio": 4}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
@@ -43,7 +45,7 @@ FAMILIES = {
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
                 "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
-                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo"}
+                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo", "ltxv": "LTXV", "ltx2": "LTX-2"}
 
 
 def state(parameter, position):
@@ -73,6 +75,10 @@ HOOKED = {
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
     "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=3), FLUX_STATES),
     "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks": FLUX_STATES["double_blocks"]}),
+    "ltxv": (lambda: tm.tiny_ltxv(blocks=3), {"transformer_blocks": {"single_blocks": (state("x", 0), output())}}),
+    "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"transformer_blocks": {  # one (video, audio) tuple in and out
+        "single_blocks/video": (lambda args, kwargs: state("x", 0)(args, kwargs)[0], output(0)),
+        "single_blocks/audio": (lambda args, kwargs: state("x", 0)(args, kwargs)[1], output(1))}}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }
@@ -113,7 +119,7 @@ def test_end_to_end_and_the_model_is_unchanged(family):
 
     assert image.dtype == torch.float32 and image.ndim == 4 and image.shape[0] == 1 and image.shape[3] == 3
     assert 0.0 <= image.min() and image.max() <= 1.0
-    assert torch.equal(sampled["samples"], before)  # probing does not change what is sampled
+    assert torch.equal(tm.flat(sampled["samples"]), before)  # probing does not change what is sampled
     assert report["family"] == FAMILY_NAMES[name]
     assert (report["steps"], report["evaluations"], report["aggregate"], report["max_tokens"]) == (
         STEPS, STEPS, "per_step", 16)

@@ -215,11 +215,33 @@ def _hunyuan_video(config_class, config, double, single, seed):
     return _build(config_class, {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
 
 
+def tiny_ltxv(blocks=4, seed=0):
+    """LTXV: one list of ``transformer_blocks`` on the video tokens (128 latent channels, 1x1x1 patches),
+    each cross-attending to the T5 text (28 blocks in the 2B model, 48 in the 13B)."""
+    return _build(comfy.supported_models.LTXV, {
+        "image_model": "ltxv", "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "cross_attention_dim": HIDDEN, "caption_channels": CONTEXT_DIM,
+    }, seed)
+
+
+def tiny_ltx2(blocks=4, seed=0):
+    """LTX-2 (``LTXAVModel``): one list of ``transformer_blocks``, each taking and returning the tuple
+    (video tokens, audio tokens), 48 blocks in the real model; a video latent and an audio latent
+    ([B, 8, frames, 16]) sampled together as ComfyUI's nested latent."""
+    return _build(comfy.supported_models.LTXAV, {
+        "image_model": "ltxav", "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "cross_attention_dim": HIDDEN, "caption_channels": CONTEXT_DIM,
+        "audio_attention_head_dim": 16, "audio_num_attention_heads": HEADS, "audio_cross_attention_dim": 32,
+        "connector_attention_head_dim": CONTEXT_DIM // HEADS, "connector_num_attention_heads": HEADS,
+        "connector_num_layers": 1,
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
             "hunyuan_image21": tiny_hunyuan_image21, "hunyuan_video": tiny_hunyuan_video,
-            "hunyuan_video15": tiny_hunyuan_video15}
+            "hunyuan_video15": tiny_hunyuan_video15, "ltxv": tiny_ltxv, "ltx2": tiny_ltx2}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -237,6 +259,8 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["joint_attention_dim"], None
     elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
         context_dim, pooled_dim = config["cap_feat_dim"], None
+    elif "caption_channels" in config:  # LTXV, LTX-2
+        context_dim, pooled_dim = config["caption_channels"], None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
@@ -245,6 +269,8 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
         if config.get("guidance_embed"):
             extra["guidance"] = guidance
+        if config.get("image_model") == "ltxv":  # its T5 encoder also gives the text's attention mask
+            extra["attention_mask"] = torch.ones(batch, tokens, dtype=torch.long)
         return [[torch.randn(batch, tokens, context_dim, generator=generator), extra]]
 
     return one(), one()
@@ -254,6 +280,11 @@ def latent(model, h=16, w=16, batch=1, frames=3):
     """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels.
     A video model's latent is ``[batch, channels, frames, h, w]``."""
     latent_format = model.get_model_object("latent_format")
+    if type(latent_format).__name__ == "LTXAV":  # video and audio latents, nested as LTXVConcatAVLatent makes them
+        import comfy.nested_tensor
+
+        return comfy.nested_tensor.NestedTensor([torch.zeros(batch, latent_format.latent_channels, frames, h, w),
+                                                 torch.zeros(batch, 8, 2 * frames, 16)])
     if getattr(latent_format, "latent_dimensions", 2) == 3:
         return torch.zeros(batch, latent_format.latent_channels, frames, h, w)
     return torch.zeros(batch, latent_format.latent_channels, h, w)
@@ -268,8 +299,17 @@ def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler=
     with torch.inference_mode():
         latent = comfy.sample.fix_empty_latent_channels(model, latent)
         noise = comfy.sample.prepare_noise(latent, seed)
-        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                   seed=seed, **kwargs)
+        return flat(comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                        seed=seed, **kwargs))
+
+
+def flat(samples):
+    """A sampled latent as one tensor: a nested one (LTX-2's video and audio) packed as ComfyUI's sampler packs it."""
+    if getattr(samples, "is_nested", False):
+        import comfy.utils
+
+        return comfy.utils.pack_latents(samples.unbind())[0]
+    return samples
 
 
 def tiny_vae(latent_channels=16, seed=0):
