@@ -71,14 +71,17 @@ def all_families() -> tuple[Family, ...]:
     # per-call wrapper looks its family up by name on every model call
     from .auraflow import AURAFLOW
     from .chroma import CHROMA, CHROMA_RADIANCE
+    from .cosmos import ANIMA, COSMOS_PREDICT2
     from .flux import FLUX
     from .hunyuan_video import HUNYUAN_VIDEO
+    from .kandinsky5 import KANDINSKY5
     from .lightricks import LTX2, LTXV
     from .lumina import LUMINA2
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, LTXV, LTX2
+    return (FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, LTXV, LTX2,
+            COSMOS_PREDICT2, ANIMA, KANDINSKY5)
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).

@@ -37,6 +37,9 @@ FAMILIES = {
     "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
     "ltxv": (lambda: tm.tiny_ltxv(blocks=3), {"single_blocks": 4}),
     "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"single_blocks/video": 4, "single_blocks/audio": 4}),
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=3), {"single_blocks": 4}),
+    "anima": (lambda: tm.tiny_anima(blocks=3), {"single_blocks": 4}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=3), {"single_blocks": 4}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
 }
@@ -45,7 +48,8 @@ FAMILIES = {
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
                 "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
-                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo", "ltxv": "LTXV", "ltx2": "LTX-2"}
+                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo", "ltxv": "LTXV", "ltx2": "LTX-2",
+                "cosmos_predict2": "Cosmos Predict2", "anima": "Anima", "kandinsky5": "Kandinsky 5"}
 
 
 def state(parameter, position):
@@ -79,6 +83,12 @@ HOOKED = {
     "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"transformer_blocks": {  # one (video, audio) tuple in and out
         "single_blocks/video": (lambda args, kwargs: state("x", 0)(args, kwargs)[0], output(0)),
         "single_blocks/audio": (lambda args, kwargs: state("x", 0)(args, kwargs)[1], output(1))}}),
+    # [B, T, H, W, D] states: the reference flattens each whole, as the paper flattens [tokens, channels]
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=3), {"blocks": {
+        "single_blocks": (state("x_B_T_H_W_D", 0), output())}}),
+    "anima": (lambda: tm.tiny_anima(blocks=3), {"blocks": {"single_blocks": (state("x_B_T_H_W_D", 0), output())}}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=3), {"visual_transformer_blocks": {
+        "single_blocks": (state("visual_embed", 0), output())}}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
 }
@@ -112,7 +122,8 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     options = repr(model.model_options)
     dit = model.model.diffusion_model
     lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
-                                                     "single_layers", "transformer_blocks", "layers") if hasattr(dit, attr)}
+                                                     "single_layers", "transformer_blocks", "layers", "blocks",
+                                                     "visual_transformer_blocks") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)

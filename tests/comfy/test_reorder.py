@@ -37,6 +37,9 @@ FAMILIES = {
     "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=4), {"double_blocks": "double_blocks"}),
     "ltxv": (lambda: tm.tiny_ltxv(blocks=4), {"single_blocks": "transformer_blocks"}),
     "ltx2": (lambda: tm.tiny_ltx2(blocks=4), {"single_blocks": "transformer_blocks"}),
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=4), {"single_blocks": "blocks"}),
+    "anima": (lambda: tm.tiny_anima(blocks=4), {"single_blocks": "blocks"}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=4), {"single_blocks": "visual_transformer_blocks"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)

@@ -33,6 +33,9 @@ BUILDERS = {
     "hunyuan_video15": lambda: tm.tiny_hunyuan_video15(double=3),
     "ltxv": lambda: tm.tiny_ltxv(blocks=3),
     "ltx2": lambda: tm.tiny_ltx2(blocks=3),
+    "cosmos_predict2": lambda: tm.tiny_cosmos_predict2(blocks=3),
+    "anima": lambda: tm.tiny_anima(blocks=3),
+    "kandinsky5": lambda: tm.tiny_kandinsky5(blocks=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
 }
@@ -96,7 +99,7 @@ def snapshot(model):
     return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
             {name: list(getattr(model.model.diffusion_model, name))
              for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers",
-                          "transformer_blocks", "layers")
+                          "transformer_blocks", "layers", "blocks", "visual_transformer_blocks")
              if hasattr(model.model.diffusion_model, name)})
 
 

@@ -85,3 +85,50 @@ def test_ltx2_prefetch_queue_is_built_in_the_planned_order(monkeypatch):
     monkeypatch.setattr(prefetch, "make_prefetch_queue", make_prefetch_queue)
     sample(planned(model, "3-1, 1"), small_inputs(model))
     assert queues and all(queue == [blocks[i] for i in (3, 2, 1, 1)] for queue in queues)
+
+
+def index_mlp_patch(args):
+    """An MLP patch that reads the block index, as Anima's LLLite control does (ComfyUI 0.33)."""
+    x = args["x"]
+    return {**args, "x": x + 0.02 * (args["transformer_options"]["block_index"] + 1) * torch.sin(3 * x)}
+
+
+@pytest.mark.parametrize("name", ["cosmos_predict2", "anima"])
+@pytest.mark.parametrize("text", ["3-0", "0, 2*2, 1", "[0-1], 3"])
+def test_a_patch_reading_block_index_sees_the_blocks_own(name, text):
+    import inspect
+
+    import comfy.ldm.cosmos.predict2
+
+    if "mlp_patch" not in inspect.getsource(comfy.ldm.cosmos.predict2.Block):
+        pytest.skip("this ComfyUI's Cosmos blocks take no MLP patches (0.33 added them)")
+    model = twin(name)
+    inputs = small_inputs(model)
+    patched = model.clone()
+    patched.set_model_patch(index_mlp_patch, "mlp_patch")
+    got = sample(planned(patched, text), inputs)
+    reference = reference_model(name, {"single_blocks": parse_steps(text, 4)})  # each block told its own index
+    reference.set_model_patch(index_mlp_patch, "mlp_patch")
+    expected = sample(reference, inputs)
+    if "[" in text:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(got, expected)
+    assert not torch.equal(got, sample(planned(model, text), inputs))
+
+
+def test_kandinsky5_leaves_its_text_encoder_blocks_alone():
+    model = twin("kandinsky5")
+    dit = model.model.diffusion_model
+    text_blocks = dit.text_transformer_blocks
+    seen = []
+    handles = [block.register_forward_hook(lambda m, a, o: seen.append(m)) for block in text_blocks]
+    try:
+        patched, summary = LayerLabPlan.execute(model, "all", "3-0", 0.0, 1.0).args
+        sample(patched, small_inputs(model))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert "visual_transformer_blocks" in summary
+    assert seen and all(m is text_blocks[i % len(text_blocks)] for i, m in enumerate(seen))
+    assert dit.text_transformer_blocks is text_blocks

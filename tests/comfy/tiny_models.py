@@ -237,11 +237,48 @@ def tiny_ltx2(blocks=4, seed=0):
     }, seed)
 
 
+def tiny_cosmos_predict2(blocks=4, seed=0, anima=False):
+    """Cosmos Predict2 (``MiniTrainDIT``): one list of ``blocks`` on ``[B, T, H, W, D]`` states (the 5-D
+    latent patchified 1x2x2 but not flattened), each cross-attending to the text; 28 blocks in the 2B
+    model, 36 in the 14B. ``anima`` True builds Anima, its subclass with an LLM adapter for the text."""
+    config = {
+        "image_model": "anima" if anima else "cosmos_predict2", "max_img_h": 240, "max_img_w": 240,
+        "max_frames": 128, "in_channels": 16, "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1,
+        "concat_padding_mask": True, "model_channels": HIDDEN, "num_heads": HEADS, "num_blocks": blocks,
+        "crossattn_emb_channels": CONTEXT_DIM, "pos_emb_cls": "rope3d", "pos_emb_learnable": True,
+        "pos_emb_interpolation": "crop", "min_fps": 1, "max_fps": 30, "use_adaln_lora": True, "adaln_lora_dim": 16,
+        "extra_per_block_abs_pos_emb": False, "rope_h_extrapolation_ratio": 4.0, "rope_w_extrapolation_ratio": 4.0,
+        "rope_t_extrapolation_ratio": 1.0, "extra_h_extrapolation_ratio": 1.0, "extra_w_extrapolation_ratio": 1.0,
+        "extra_t_extrapolation_ratio": 1.0,
+    }
+    if anima and not hasattr(comfy.supported_models, "Anima"):
+        import pytest
+
+        pytest.skip("this ComfyUI has no Anima")
+    return _build(comfy.supported_models.Anima if anima else comfy.supported_models.CosmosT2IPredict2, config, seed)
+
+
+def tiny_anima(blocks=4, seed=0):
+    return tiny_cosmos_predict2(blocks, seed, anima=True)
+
+
+def tiny_kandinsky5(blocks=4, seed=0):
+    """Kandinsky 5 (video): ``visual_transformer_blocks`` on the video tokens (32 in Lite, 60 in Pro), each
+    cross-attending to the text that ``text_transformer_blocks`` (2 / 4) prepared; the 16 latent channels
+    are joined by 16 of image condition and a mask (zeros for text-to-video), 1x2x2 patches."""
+    return _build(comfy.supported_models.Kandinsky5, {
+        "image_model": "kandinsky5", "in_visual_dim": 16, "out_visual_dim": 16, "visual_embed_dim": 132,
+        "in_text_dim": CONTEXT_DIM, "in_text_dim2": POOLED_DIM, "time_dim": 32, "model_dim": HIDDEN, "ff_dim": 128,
+        "patch_size": (1, 2, 2), "num_text_blocks": 1, "num_visual_blocks": blocks, "axes_dims": (8, 12, 12),
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
             "hunyuan_image21": tiny_hunyuan_image21, "hunyuan_video": tiny_hunyuan_video,
-            "hunyuan_video15": tiny_hunyuan_video15, "ltxv": tiny_ltxv, "ltx2": tiny_ltx2}
+            "hunyuan_video15": tiny_hunyuan_video15, "ltxv": tiny_ltxv, "ltx2": tiny_ltx2,
+            "cosmos_predict2": tiny_cosmos_predict2, "anima": tiny_anima, "kandinsky5": tiny_kandinsky5}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -259,8 +296,12 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["joint_attention_dim"], None
     elif "cap_feat_dim" in config:  # Lumina 2, Z-Image
         context_dim, pooled_dim = config["cap_feat_dim"], None
-    elif "caption_channels" in config:  # LTXV, LTX-2
-        context_dim, pooled_dim = config["caption_channels"], None
+    elif "in_text_dim" in config:  # Kandinsky 5
+        context_dim, pooled_dim = config["in_text_dim"], config["in_text_dim2"]
+    elif "crossattn_emb_channels" in config:  # Cosmos Predict2, Anima
+        context_dim, pooled_dim = config["crossattn_emb_channels"], None
+    elif "caption_channels" in config:  # LTXV; LTX-2's encoder output holds video and audio text side by side
+        context_dim, pooled_dim = config["caption_channels"] * (2 if config["image_model"] == "ltxav" else 1), None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
