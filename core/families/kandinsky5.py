@@ -5,7 +5,9 @@ does not update: one token stream, so ``single_blocks`` by the stream rule (a ``
 list updates text and image tokens in every block). The text is prepared before the stack by
 ``text_transformer_blocks``, an encoder of its own that runs as it is. By loop position: the loop
 tells each block its ``block_index`` (made the block's own by the executor) and looks up
-``patches_replace["dit"][("double_block", i)]`` (so named), which follows its block.
+``patches_replace["dit"][("double_block", i)]`` (so named), which follows its block. (ComfyUI's
+own ``original_block`` for such a patch calls the block with parameter names it does not take, so
+a patch that calls it fails, with or without a plan.)
 """
 
 from . import Family, Layout

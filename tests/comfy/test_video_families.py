@@ -59,6 +59,12 @@ def with_stg(model, blocks):
 
 
 def test_ltx2_stg_runs_where_the_plan_keeps_its_blocks_in_place_and_is_refused_elsewhere():
+    import inspect
+
+    import comfy.ldm.lightricks.av_model
+
+    if "stg_self_attn_blocks" not in inspect.getsource(comfy.ldm.lightricks.av_model):
+        pytest.skip("this ComfyUI's LTX-2 loop has no STG positions (0.33 added them)")
     model = twin("ltx2")
     inputs = small_inputs(model)
     steps = parse_steps("0-1, 3", 4)  # block 1 stays at position 1
