@@ -65,7 +65,11 @@ class ParallelBlocks(nn.Module):
 
 
 def _copy(value):
-    return value.clone() if isinstance(value, torch.Tensor) else value
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if type(value) in (tuple, list):  # also inside: LTX-2's blocks take their streams as one (video, audio) tuple
+        return type(value)(_copy(v) for v in value)
+    return value
 
 
 def _tell_index(transformer_options: dict | None, index: int) -> None:

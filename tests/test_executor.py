@@ -71,6 +71,20 @@ def test_inputs_are_not_aliased_between_parallel_members():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, expected))
 
 
+def test_states_passed_as_one_tuple_are_not_aliased_between_parallel_members():
+    """LTX-2's blocks take (video, audio) as one tuple and update both in place."""
+
+    def block(x, scale):
+        video, audio = x
+        video.mul_(scale)
+        audio.add_(scale)
+        return video, audio
+
+    video, audio = torch.ones(2, 3), torch.zeros(2, 4)
+    out = ParallelBlocks([lambda x: block(x, 2.0), lambda x: block(x, 4.0)])((video, audio))
+    assert torch.equal(out[0], torch.full((2, 3), 3.0)) and torch.equal(out[1], torch.full((2, 4), 3.0))
+
+
 def test_control_residuals_follow_their_block():
     dit, args = ToyDiT(), inputs()
     g = torch.Generator().manual_seed(5)

@@ -42,6 +42,21 @@ def test_states_are_found_by_keyword_or_by_position_and_returned_in_their_order(
     assert args == (img, img, 3) and kwargs == {}
 
 
+def test_states_passed_as_one_tuple_are_parts_of_their_own():
+    video, audio, other = torch.ones(1), torch.zeros(1), torch.full((1,), 2.0)
+    layout = Layout.of(x=("video", "audio"))
+    assert layout.parts == ("video", "audio")
+    assert layout.inputs(((video, audio),), {"v_context": 1}) == {"video": video, "audio": audio}
+    assert layout.inputs((), {"x": (video, audio)}) == {"video": video, "audio": audio}
+    assert layout.outputs((video, audio)) == {"video": video, "audio": audio}
+    args, kwargs = layout.with_inputs(((video, audio),), {"v_context": 1}, {"audio": other})
+    assert args == ((video, other),) and kwargs == {"v_context": 1}
+    args, kwargs = layout.with_inputs((), {"x": (video, audio)}, {"video": other, "audio": video})
+    assert args == () and kwargs == {"x": (other, video)}
+    with pytest.raises(TypeError, match=r"'x' input is not a tuple of 2 states \(video, audio\)"):
+        layout.inputs((video,), {})
+
+
 def test_a_missing_state_or_a_wrong_return_is_named():
     with pytest.raises(TypeError, match="without its 'encoder_hidden_states' input"):
         QWEN_LIKE.inputs((), {"hidden_states": torch.ones(1)})

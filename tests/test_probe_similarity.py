@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from dit_layer_lab.core.probe.capture import cond_rows
 from dit_layer_lab.core.probe.similarity import (PerStepCosine, ProbeError, StepMeanCosine, cosine_matrix,
-                                                 flat_copy, token_subset)
+                                                 flat_copy, token_count, token_subset)
 
 
 def states(seed, rows=5, batch=3, dim=40):
@@ -118,6 +118,20 @@ def test_flat_copy_selects_rows_and_tokens_and_never_aliases():
     copy = flat_copy(whole, None, None)
     whole += 1
     assert not torch.equal(copy, whole.reshape(2, -1))
+
+
+def test_a_state_with_frames_has_a_token_for_every_frame_row_and_column():
+    """Cosmos passes [B, T, H, W, D]: tokens run over T, H and W in that order, as a flattened sequence would."""
+    state = torch.randn(2, 3, 4, 5, 6)
+    assert token_count(state) == 3 * 4 * 5
+    tokens = torch.tensor([0, 7, 59])
+    sequence = state.reshape(2, 60, 6)
+    assert torch.equal(flat_copy(state, torch.tensor([1]), tokens), flat_copy(sequence, torch.tensor([1]), tokens))
+    assert torch.equal(flat_copy(state, None, None), sequence.reshape(2, -1))
+    assert flat_copy(state, None, tokens)[0, 6:12].tolist() == state[0, 0, 1, 2].tolist()  # token 7: frame 0, row 1, column 2
+    copy = flat_copy(state, None, None)
+    state += 1
+    assert not torch.equal(copy, state.reshape(2, -1))
 
 
 def test_cond_rows_split_the_batch_equally_among_entries():

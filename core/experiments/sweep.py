@@ -149,8 +149,16 @@ def variants(plan: LayerPlan, check: Callable[[str, Steps, int], None],
 # ----------------------------------------------------------------------------------- distances
 
 
+def _joined(latent):
+    """A nested latent (LTX-2's video and audio, sampled together) as one ``[batch, -1]`` tensor per item."""
+    if not getattr(latent, "is_nested", False):
+        return latent
+    return torch.cat([part.reshape(part.shape[0], -1) for part in latent.unbind()], dim=1)
+
+
 def distances(baseline: torch.Tensor, variant: torch.Tensor, prefix: str) -> tuple[dict, dict]:
     """``{prefix_cosine, prefix_rel_l2}``: means over the batch, and the per-item values."""
+    baseline, variant = _joined(baseline), _joined(variant)
     if baseline.shape != variant.shape:
         raise SweepError(f"the variant's result has shape {tuple(variant.shape)}, the baseline's "
                          f"{tuple(baseline.shape)}; they cannot be compared")

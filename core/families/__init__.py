@@ -72,12 +72,15 @@ def all_families() -> tuple[Family, ...]:
     from .auraflow import AURAFLOW
     from .boogu import BOOGU
     from .chroma import CHROMA, CHROMA_RADIANCE
+    from .cosmos import ANIMA, COSMOS_PREDICT2
     from .ernie import ERNIE_IMAGE
     from .flux import FLUX
     from .hidream import HIDREAM
     from .hunyuan_video import HUNYUAN_VIDEO
     from .ideogram4 import IDEOGRAM4
+    from .kandinsky5 import KANDINSKY5
     from .krea2 import KREA2
+    from .lightricks import LTX2, LTXV
     from .lumina import LUMINA2
     from .omnigen2 import OMNIGEN2
     from .pixart import PIXART
@@ -85,7 +88,7 @@ def all_families() -> tuple[Family, ...]:
     from .sd3 import SD3
 
     return (FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, HIDREAM,
-            PIXART, OMNIGEN2, BOOGU, KREA2, ERNIE_IMAGE, IDEOGRAM4)
+            PIXART, OMNIGEN2, BOOGU, KREA2, ERNIE_IMAGE, IDEOGRAM4, LTXV, LTX2, COSMOS_PREDICT2, ANIMA, KANDINSKY5)
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).

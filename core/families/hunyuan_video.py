@@ -1,6 +1,8 @@
-"""HunyuanVideo's class, which HunyuanImage 2.1 also uses: Flux-style ``double_blocks`` then ``single_blocks``.
+"""HunyuanVideo 1.0 and 1.5, and HunyuanImage 2.1 (the same class): Flux-style ``double_blocks`` then ``single_blocks``.
 
-The blocks are Flux's; the single stream runs on text and image tokens concatenated. By loop
+The blocks are Flux's; the single stream runs on text and image tokens concatenated (1.5 has
+double blocks only). On video the 5-D latent is patchified once before the stack, so every block
+sees ``[B, frames * rows * columns, D]`` image tokens, frame by frame. By loop
 position: ``patches_replace["dit"]`` entries and ControlNet residuals (``control["input"]`` after
 double blocks, ``control["output"]`` after single blocks); both follow their block. The text
 refiner (``txt_in``) runs before the stack and is left alone.

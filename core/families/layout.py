@@ -11,20 +11,22 @@ class Layout:
     """Which of a block's call arguments are its hidden states, and in what order it returns them.
 
     ``takes`` lists (parameter, part) for the block's leading parameters, in signature order, so a
-    state is found whether the loop passes it by keyword or by position; ``returns`` lists the parts
+    state is found whether the loop passes it by keyword or by position; a parameter that holds a
+    tuple of states (LTX-2's ``(video, audio)``) names a tuple of parts. ``returns`` lists the parts
     in the order the block returns them (one part: a tensor, several: a tuple). Parts name tokens:
-    "image", "text", "text+image" (one sequence of both).
+    "image", "text", "text+image" (one sequence of both), "video", "audio".
     """
 
-    takes: tuple[tuple[str, str], ...]
+    takes: tuple[tuple[str, str | tuple[str, ...]], ...]
     returns: tuple[str, ...]
 
     @classmethod
-    def of(cls, returns: tuple[str, ...] | None = None, **takes: str) -> "Layout":
+    def of(cls, returns: tuple[str, ...] | None = None, **takes: str | tuple[str, ...]) -> "Layout":
         """``Layout.of(hidden_states="image", encoder_hidden_states="text", returns=("text", "image"))``;
         ``returns`` defaults to the order the parts are taken in."""
-        layout = cls(tuple(takes.items()), tuple(takes.values()) if returns is None else tuple(returns))
-        if sorted(layout.returns) != sorted(takes.values()):
+        taken = tuple(p for part in takes.values() for p in (part if isinstance(part, tuple) else (part,)))
+        layout = cls(tuple(takes.items()), taken if returns is None else tuple(returns))
+        if sorted(layout.returns) != sorted(taken):
             raise ValueError(f"a block returns the parts it takes: takes {layout.takes}, returns {layout.returns}")
         return layout
 
@@ -37,11 +39,17 @@ class Layout:
         found = {}
         for position, (parameter, part) in enumerate(self.takes):
             if parameter in kwargs:
-                found[part] = kwargs[parameter]
+                value = kwargs[parameter]
             elif position < len(args):
-                found[part] = args[position]
+                value = args[position]
             else:
                 raise TypeError(f"the block was called without its '{parameter}' input")
+            if not isinstance(part, tuple):
+                found[part] = value
+            elif isinstance(value, (tuple, list)) and len(value) == len(part):
+                found.update(zip(part, value))
+            else:
+                raise TypeError(f"the block's '{parameter}' input is not a tuple of {len(part)} states ({', '.join(part)})")
         return found
 
     def outputs(self, out) -> dict:
@@ -56,10 +64,18 @@ class Layout:
         """The call with its states replaced by ``values`` (part -> state)."""
         args, kwargs = list(args), dict(kwargs)
         for position, (parameter, part) in enumerate(self.takes):
-            if part not in values:
-                continue
-            if parameter in kwargs or position >= len(args):
-                kwargs[parameter] = values[part]
+            in_kwargs = parameter in kwargs or position >= len(args)
+            if isinstance(part, tuple):
+                if not any(p in values for p in part):
+                    continue
+                given = self.inputs(args, kwargs) if any(p not in values for p in part) else {}
+                value = tuple(values[p] if p in values else given[p] for p in part)
+            elif part in values:
+                value = values[part]
             else:
-                args[position] = values[part]
+                continue
+            if in_kwargs:
+                kwargs[parameter] = value
+            else:
+                args[position] = value
         return tuple(args), kwargs

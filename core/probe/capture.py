@@ -26,7 +26,7 @@ from torch import nn
 from ..families import Family
 from ..plan import Step, format_steps
 from ..rewrite import STREAMS, LayerPlan
-from .similarity import ACCUMULATORS, AGGREGATES, ProbeError, flat_copy, token_subset
+from .similarity import ACCUMULATORS, AGGREGATES, ProbeError, flat_copy, token_count, token_subset
 
 INPUT = "in"
 PART_ORDER = ("image", "text", "text+image")
@@ -230,7 +230,7 @@ class Probe:
                 if value is None:  # SD3's last joint block returns no text stream
                     continue
                 track = self._track(stream, part, len(parts))
-                total = value.shape[1]
+                total = token_count(value)
                 tokens = self._subset(track.key, total, value.device)
                 track.tokens, track.total_tokens = total if tokens is None else len(tokens), total
                 track.add(label, step, flat_copy(value, self._capture.rows, tokens))

@@ -1,6 +1,8 @@
 """Cosine similarity between hidden states, accumulated over model evaluations.
 
-A hidden state is one sample's ``[tokens, channels]`` flattened to a vector, as in the paper. Each
+A hidden state is one sample's ``[tokens, channels]`` flattened to a vector, as in the paper; a state
+with more dimensions between the batch and the channels (Cosmos: ``[B, T, H, W, D]``) has as many
+tokens as those dimensions hold, in their order. Each
 accumulator sees the states of one evaluation in row order (``add``), then ``end``; it holds at
 most one evaluation's worth of states, however many evaluations it sees:
 
@@ -19,6 +21,7 @@ A state of norm zero has cosine 0 with every state, itself included.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -37,11 +40,19 @@ def token_subset(n_tokens: int, max_tokens: int, seed: int) -> torch.Tensor | No
     return torch.randperm(n_tokens, generator=generator)[:max_tokens].sort().values
 
 
+def token_count(state: torch.Tensor) -> int:
+    """How many tokens a ``[B, ..., channels]`` state holds: every dimension between batch and channels."""
+    return math.prod(state.shape[1:-1])
+
+
 def flat_copy(state: torch.Tensor, rows: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
-    """``state[rows][:, tokens]`` as a new float32 ``[samples, tokens * channels]`` tensor.
+    """``state[rows][:, tokens]`` as a new float32 ``[samples, tokens * channels]`` tensor; the tokens of a
+    ``[B, ..., channels]`` state are counted over every dimension between batch and channels.
 
     Always a copy: blocks update their inputs in place, so a kept view would change under us.
     """
+    if state.ndim != 3:
+        state = state.reshape(state.shape[0], token_count(state), state.shape[-1])
     copied = False
     if rows is not None:
         state = state.index_select(0, rows.to(state.device))

@@ -32,6 +32,14 @@ FAMILIES = {
     "qwen_image": (lambda: tm.tiny_qwen_image(blocks=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=2),
                         {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=2),
+                      {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks/image": 4, "double_blocks/text": 4}),
+    "ltxv": (lambda: tm.tiny_ltxv(blocks=3), {"single_blocks": 4}),
+    "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"single_blocks/video": 4, "single_blocks/audio": 4}),
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=3), {"single_blocks": 4}),
+    "anima": (lambda: tm.tiny_anima(blocks=3), {"single_blocks": 4}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=3), {"single_blocks": 4}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
     "hidream": (lambda: tm.tiny_hidream(double=2, single=2),
@@ -50,7 +58,9 @@ FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "C
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
                 "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
                 "hidream": "HiDream", "pixart": "PixArt", "omnigen2": "OmniGen2", "boogu": "Boogu", "krea2": "Krea2",
-                "ernie_image": "Ernie-Image", "ideogram4": "Ideogram4"}
+                "ernie_image": "Ernie-Image", "ideogram4": "Ideogram4",
+                "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo", "ltxv": "LTXV", "ltx2": "LTX-2",
+                "cosmos_predict2": "Cosmos Predict2", "anima": "Anima", "kandinsky5": "Kandinsky 5"}
 
 
 def state(parameter, position):
@@ -78,6 +88,18 @@ HOOKED = {
         "double_blocks/image": (state("hidden_states", 0), output(1)),
         "double_blocks/text": (state("encoder_hidden_states", 1), output(0))}}),
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=2, single=3), FLUX_STATES),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=3), {"double_blocks": FLUX_STATES["double_blocks"]}),
+    "ltxv": (lambda: tm.tiny_ltxv(blocks=3), {"transformer_blocks": {"single_blocks": (state("x", 0), output())}}),
+    "ltx2": (lambda: tm.tiny_ltx2(blocks=3), {"transformer_blocks": {  # one (video, audio) tuple in and out
+        "single_blocks/video": (lambda args, kwargs: state("x", 0)(args, kwargs)[0], output(0)),
+        "single_blocks/audio": (lambda args, kwargs: state("x", 0)(args, kwargs)[1], output(1))}}),
+    # [B, T, H, W, D] states: the reference flattens each whole, as the paper flattens [tokens, channels]
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=3), {"blocks": {
+        "single_blocks": (state("x_B_T_H_W_D", 0), output())}}),
+    "anima": (lambda: tm.tiny_anima(blocks=3), {"blocks": {"single_blocks": (state("x_B_T_H_W_D", 0), output())}}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=3), {"visual_transformer_blocks": {
+        "single_blocks": (state("visual_embed", 0), output())}}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "hidream": (lambda: tm.tiny_hidream(double=2, single=3), {
@@ -127,14 +149,14 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
                                                      "single_layers", "transformer_blocks", "layers", "double_stream_blocks",
                                                      "single_stream_blocks", "blocks", "double_stream_layers",
-                                                     "single_stream_layers") if hasattr(dit, attr)}
+                                                     "single_stream_layers", "visual_transformer_blocks") if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)
 
     assert image.dtype == torch.float32 and image.ndim == 4 and image.shape[0] == 1 and image.shape[3] == 3
     assert 0.0 <= image.min() and image.max() <= 1.0
-    assert torch.equal(sampled["samples"], before)  # probing does not change what is sampled
+    assert torch.equal(tm.flat(sampled["samples"]), before)  # probing does not change what is sampled
     assert report["family"] == FAMILY_NAMES[name]
     assert (report["steps"], report["evaluations"], report["aggregate"], report["max_tokens"]) == (
         STEPS, STEPS, "per_step", 16)
@@ -301,3 +323,13 @@ def test_schema_takes_ksampler_inputs_and_gives_image_latent_report():
     aggregate = info["input"]["required"]["aggregate"]
     assert aggregate[1].get("options", aggregate[0]) == ["per_step", "step_mean"]
     assert info["output"] == ["IMAGE", "LATENT", "STRING"]
+
+
+def test_a_video_models_image_tokens_cover_every_frame():
+    model = tm.tiny_hunyuan_video(double=2, single=2)
+    latent = tm.latent(model, h=8, w=12, frames=3)
+    assert latent.ndim == 5
+    _, sampled, report = probe(model, (*tm.conditioning(model), latent), max_tokens=0)
+    assert sampled["samples"].shape == latent.shape
+    assert report["streams"]["double_blocks/image"]["total_tokens"] == 3 * (8 // 2) * (12 // 2)
+    assert report["streams"]["single_blocks"]["total_tokens"] == 3 * (8 // 2) * (12 // 2) + 8  # + text tokens

@@ -42,6 +42,13 @@ FAMILIES = {
     "krea2": (lambda: tm.tiny_krea2(blocks=4), {"single_blocks": "blocks"}),
     "ernie_image": (lambda: tm.tiny_ernie_image(blocks=4), {"single_blocks": "layers"}),
     "ideogram4": (lambda: tm.tiny_ideogram4(blocks=4), {"single_blocks": "layers"}),
+    "hunyuan_video": (lambda: tm.tiny_hunyuan_video(double=3, single=4), FLUX_LISTS),
+    "hunyuan_video15": (lambda: tm.tiny_hunyuan_video15(double=4), {"double_blocks": "double_blocks"}),
+    "ltxv": (lambda: tm.tiny_ltxv(blocks=4), {"single_blocks": "transformer_blocks"}),
+    "ltx2": (lambda: tm.tiny_ltx2(blocks=4), {"single_blocks": "transformer_blocks"}),
+    "cosmos_predict2": (lambda: tm.tiny_cosmos_predict2(blocks=4), {"single_blocks": "blocks"}),
+    "anima": (lambda: tm.tiny_anima(blocks=4), {"single_blocks": "blocks"}),
+    "kandinsky5": (lambda: tm.tiny_kandinsky5(blocks=4), {"single_blocks": "visual_transformer_blocks"}),
 }
 
 # (node, stream, first, last, extra inputs, what replaces first..last, exact?)
@@ -73,14 +80,18 @@ def run(model, inputs, **kwargs):
 
 
 class Average(nn.Module):
-    """The paper's parallel step, written independently of the pack: mean of each block on the same input."""
+    """The paper's parallel step, written independently of the pack: mean of each block on the same input
+    (its own copy of every state, also of those passed as a tuple, as LTX-2's (video, audio))."""
 
     def __init__(self, blocks):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, *args, **kwargs):
-        fresh = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+        def fresh(v):
+            if isinstance(v, tuple):
+                return tuple(fresh(p) for p in v)
+            return v.clone() if torch.is_tensor(v) else v
         outs = [b(*map(fresh, args), **{k: fresh(v) for k, v in kwargs.items()}) for b in self.blocks]
         if isinstance(outs[0], tuple):
             return tuple(sum(o[i] for o in outs) / len(outs) for i in range(len(outs[0])))

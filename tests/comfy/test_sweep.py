@@ -29,6 +29,13 @@ BUILDERS = {
     "auraflow": lambda: tm.tiny_auraflow(double=2, single=3),
     "qwen_image": lambda: tm.tiny_qwen_image(blocks=3),
     "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
+    "hunyuan_video": lambda: tm.tiny_hunyuan_video(double=2, single=3),
+    "hunyuan_video15": lambda: tm.tiny_hunyuan_video15(double=3),
+    "ltxv": lambda: tm.tiny_ltxv(blocks=3),
+    "ltx2": lambda: tm.tiny_ltx2(blocks=3),
+    "cosmos_predict2": lambda: tm.tiny_cosmos_predict2(blocks=3),
+    "anima": lambda: tm.tiny_anima(blocks=3),
+    "kandinsky5": lambda: tm.tiny_kandinsky5(blocks=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
     "hidream": lambda: tm.tiny_hidream(double=2, single=3),
@@ -72,9 +79,9 @@ def one_evaluation(model, positive, negative, latent):
     with torch.inference_mode():
         latent = comfy.sample.fix_empty_latent_channels(model, latent)  # as KSampler does (Qwen-Image: 5-D)
         noise = comfy.sample.prepare_noise(latent, SEED)
-        return comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.KSAMPLER(denoise_once),
+        return tm.flat(comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.KSAMPLER(denoise_once),
                                           torch.tensor([sigma, 0.0]), positive, negative, latent, seed=SEED,
-                                          disable_pbar=True)
+                                          disable_pbar=True))
 
 
 def numpy_distances(a, b):
@@ -99,7 +106,7 @@ def snapshot(model):
     return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
             {name: list(getattr(model.model.diffusion_model, name))
              for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers",
-                          "transformer_blocks", "layers")
+                          "transformer_blocks", "layers", "blocks", "visual_transformer_blocks")
              if hasattr(model.model.diffusion_model, name)})
 
 
@@ -162,12 +169,12 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
     runs = FastRuns(model, family, plan, runnable, positive, negative, {"samples": latent}, SEED, CFG, PERCENT)
     reference_baseline = one_evaluation(model, positive, negative, latent)
     with torch.inference_mode(), runs:
-        baseline = runs.baseline()
+        baseline = tm.flat(runs.baseline())
         assert torch.equal(baseline, reference_baseline)
         for v in runnable:
             w = v.window
             naive = one_evaluation(skipped(model, w.stream, w.first, w.last), positive, negative, latent)
-            fast = runs.variant(v)
+            fast = tm.flat(runs.variant(v))
             assert torch.equal(fast, naive), (w, (fast - naive).abs().max())
             assert not torch.equal(fast, baseline)
     assert_unchanged(model, base)

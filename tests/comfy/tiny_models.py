@@ -275,12 +275,101 @@ def tiny_ideogram4(blocks=4, seed=0):
     }, seed)
 
 
+def tiny_hunyuan_video(double=3, single=4, seed=0):
+    """HunyuanVideo 1.0: the same class on a 5-D latent ([B, 16, T, H, W], 1x2x2 patches, three rope axes,
+    frames x rows x columns flattened into one token sequence), guidance embedding and a pooled text vector."""
+    return _hunyuan_video(comfy.supported_models.HunyuanVideo, {
+        "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2], "vec_in_dim": POOLED_DIM,
+        "guidance_embed": True, "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False,
+    }, double, single, seed)
+
+
+def tiny_hunyuan_video15(double=4, single=0, seed=0):
+    """HunyuanVideo 1.5: the same class, double blocks only (54 in the real model), 32 latent channels plus
+    33 of image condition and mask (zeros for text-to-video), 1x1x1 patches, condition-type embeddings
+    and a vision projection."""
+    return _hunyuan_video(comfy.supported_models.HunyuanVideo15, {
+        "in_channels": 65, "out_channels": 32, "patch_size": [1, 1, 1], "vec_in_dim": None,
+        "guidance_embed": False, "use_cond_type_embedding": True, "vision_in_dim": 16, "meanflow_sum": True,
+    }, double, single, seed)
+
+
+def _hunyuan_video(config_class, config, double, single, seed):
+    import comfy.ldm.hunyuan_video.model as hunyuan
+
+    config = {"image_model": "hunyuan_video", "context_in_dim": CONTEXT_DIM, "hidden_size": HIDDEN,
+              "mlp_ratio": 4.0, "num_heads": HEADS, "depth": double, "depth_single_blocks": single,
+              "axes_dim": AXES_DIM, "theta": 256, "qkv_bias": True, "byt5": False, "meanflow": False, **config}
+    fields = hunyuan.HunyuanVideoParams.__dataclass_fields__
+    return _build(config_class, {k: v for k, v in config.items() if k in fields or k == "image_model"}, seed)
+
+
+def tiny_ltxv(blocks=4, seed=0):
+    """LTXV: one list of ``transformer_blocks`` on the video tokens (128 latent channels, 1x1x1 patches),
+    each cross-attending to the T5 text (28 blocks in the 2B model, 48 in the 13B)."""
+    return _build(comfy.supported_models.LTXV, {
+        "image_model": "ltxv", "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "cross_attention_dim": HIDDEN, "caption_channels": CONTEXT_DIM,
+    }, seed)
+
+
+def tiny_ltx2(blocks=4, seed=0):
+    """LTX-2 (``LTXAVModel``): one list of ``transformer_blocks``, each taking and returning the tuple
+    (video tokens, audio tokens), 48 blocks in the real model; a video latent and an audio latent
+    ([B, 8, frames, 16]) sampled together as ComfyUI's nested latent."""
+    return _build(comfy.supported_models.LTXAV, {
+        "image_model": "ltxav", "num_layers": blocks, "attention_head_dim": HIDDEN // HEADS,
+        "num_attention_heads": HEADS, "cross_attention_dim": HIDDEN, "caption_channels": CONTEXT_DIM,
+        "audio_attention_head_dim": 16, "audio_num_attention_heads": HEADS, "audio_cross_attention_dim": 32,
+        "connector_attention_head_dim": CONTEXT_DIM // HEADS, "connector_num_attention_heads": HEADS,
+        "connector_num_layers": 1,
+    }, seed)
+
+
+def tiny_cosmos_predict2(blocks=4, seed=0, anima=False):
+    """Cosmos Predict2 (``MiniTrainDIT``): one list of ``blocks`` on ``[B, T, H, W, D]`` states (the 5-D
+    latent patchified 1x2x2 but not flattened), each cross-attending to the text; 28 blocks in the 2B
+    model, 36 in the 14B. ``anima`` True builds Anima, its subclass with an LLM adapter for the text."""
+    config = {
+        "image_model": "anima" if anima else "cosmos_predict2", "max_img_h": 240, "max_img_w": 240,
+        "max_frames": 128, "in_channels": 16, "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1,
+        "concat_padding_mask": True, "model_channels": HIDDEN, "num_heads": HEADS, "num_blocks": blocks,
+        "crossattn_emb_channels": CONTEXT_DIM, "pos_emb_cls": "rope3d", "pos_emb_learnable": True,
+        "pos_emb_interpolation": "crop", "min_fps": 1, "max_fps": 30, "use_adaln_lora": True, "adaln_lora_dim": 16,
+        "extra_per_block_abs_pos_emb": False, "rope_h_extrapolation_ratio": 4.0, "rope_w_extrapolation_ratio": 4.0,
+        "rope_t_extrapolation_ratio": 1.0, "extra_h_extrapolation_ratio": 1.0, "extra_w_extrapolation_ratio": 1.0,
+        "extra_t_extrapolation_ratio": 1.0,
+    }
+    if anima and not hasattr(comfy.supported_models, "Anima"):
+        import pytest
+
+        pytest.skip("this ComfyUI has no Anima")
+    return _build(comfy.supported_models.Anima if anima else comfy.supported_models.CosmosT2IPredict2, config, seed)
+
+
+def tiny_anima(blocks=4, seed=0):
+    return tiny_cosmos_predict2(blocks, seed, anima=True)
+
+
+def tiny_kandinsky5(blocks=4, seed=0):
+    """Kandinsky 5 (video): ``visual_transformer_blocks`` on the video tokens (32 in Lite, 60 in Pro), each
+    cross-attending to the text that ``text_transformer_blocks`` (2 / 4) prepared; the 16 latent channels
+    are joined by 16 of image condition and a mask (zeros for text-to-video), 1x2x2 patches."""
+    return _build(comfy.supported_models.Kandinsky5, {
+        "image_model": "kandinsky5", "in_visual_dim": 16, "out_visual_dim": 16, "visual_embed_dim": 132,
+        "in_text_dim": CONTEXT_DIM, "in_text_dim2": POOLED_DIM, "time_dim": 32, "model_dim": HIDDEN, "ff_dim": 128,
+        "patch_size": (1, 2, 2), "num_text_blocks": 1, "num_visual_blocks": blocks, "axes_dims": (8, 12, 12),
+    }, seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
             "hunyuan_image21": tiny_hunyuan_image21, "hidream": tiny_hidream,
             "pixart": tiny_pixart, "omnigen2": tiny_omnigen2, "boogu": tiny_boogu, "krea2": tiny_krea2,
-            "ernie_image": tiny_ernie_image, "ideogram4": tiny_ideogram4}
+            "ernie_image": tiny_ernie_image, "ideogram4": tiny_ideogram4, "hunyuan_video": tiny_hunyuan_video,
+            "hunyuan_video15": tiny_hunyuan_video15, "ltxv": tiny_ltxv, "ltx2": tiny_ltx2,
+            "cosmos_predict2": tiny_cosmos_predict2, "anima": tiny_anima, "kandinsky5": tiny_kandinsky5}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -300,8 +389,6 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["cap_feat_dim"], None
     elif "llama_layers" in config:  # HiDream: T5 context, pooled CLIP, and the LLM's states
         context_dim, pooled_dim = config["caption_channels"][0], config["text_emb_dim"]
-    elif "caption_channels" in config:  # PixArt
-        context_dim, pooled_dim = config["caption_channels"], None
     elif "text_feat_dim" in config or "instruction_feat_dim" in config:  # OmniGen2, Boogu
         context_dim, pooled_dim = config.get("text_feat_dim", config.get("instruction_feat_dim")), None
     elif "txtlayers" in config:  # Krea2: its LLM layers side by side
@@ -310,6 +397,12 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["text_in_dim"], None
     elif "llm_features_dim" in config:  # Ideogram 4
         context_dim, pooled_dim = config["llm_features_dim"], None
+    elif "in_text_dim" in config:  # Kandinsky 5
+        context_dim, pooled_dim = config["in_text_dim"], config["in_text_dim2"]
+    elif "crossattn_emb_channels" in config:  # Cosmos Predict2, Anima
+        context_dim, pooled_dim = config["crossattn_emb_channels"], None
+    elif "caption_channels" in config:  # PixArt, LTXV; LTX-2's encoder output holds video and audio text side by side
+        context_dim, pooled_dim = config["caption_channels"] * (2 if config["image_model"] == "ltxav" else 1), None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
@@ -318,7 +411,7 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
         if config.get("guidance_embed"):
             extra["guidance"] = guidance
-        if config.get("image_model") in ("omnigen2", "boogu"):  # their loops take the token count from it
+        if config.get("image_model") in ("omnigen2", "boogu", "ltxv"):  # their loops (LTXV: its T5 mask) read it
             extra["attention_mask"] = torch.ones(batch, tokens, dtype=torch.long)
         if "llama_layers" in config:
             extra["conditioning_llama3"] = torch.randn(batch, LLAMA_LAYERS, LLAMA_TOKENS, LLAMA_DIM,
@@ -328,13 +421,21 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
     return one(), one()
 
 
-def latent(model, h=None, w=None, batch=1):
+def latent(model, h=None, w=None, batch=1, frames=3):
     """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels
-    (16, or 48 for PixArt, whose position embedding is sized in steps of 64 latent pixels, rounded)."""
+    (16, or 48 for PixArt, whose position embedding is sized in steps of 64 latent pixels, rounded).
+    A video model's latent is ``[batch, channels, frames, h, w]``."""
     least = 48 if model.model.model_config.unet_config.get("image_model", "").startswith("pixart") else 16
     h, w = h or least, w or least
-    channels = model.get_model_object("latent_format").latent_channels
-    return torch.zeros(batch, channels, h, w)
+    latent_format = model.get_model_object("latent_format")
+    if type(latent_format).__name__ == "LTXAV":  # video and audio latents, nested as LTXVConcatAVLatent makes them
+        import comfy.nested_tensor
+
+        return comfy.nested_tensor.NestedTensor([torch.zeros(batch, latent_format.latent_channels, frames, h, w),
+                                                 torch.zeros(batch, 8, 2 * frames, 16)])
+    if getattr(latent_format, "latent_dimensions", 2) == 3:
+        return torch.zeros(batch, latent_format.latent_channels, frames, h, w)
+    return torch.zeros(batch, latent_format.latent_channels, h, w)
 
 
 def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler="euler", scheduler="simple", **kwargs):
@@ -346,8 +447,17 @@ def sample(model, positive, negative, latent, seed=0, steps=3, cfg=2.0, sampler=
     with torch.inference_mode():
         latent = comfy.sample.fix_empty_latent_channels(model, latent)
         noise = comfy.sample.prepare_noise(latent, seed)
-        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                   seed=seed, **kwargs)
+        return flat(comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                        seed=seed, **kwargs))
+
+
+def flat(samples):
+    """A sampled latent as one tensor: a nested one (LTX-2's video and audio) packed as ComfyUI's sampler packs it."""
+    if getattr(samples, "is_nested", False):
+        import comfy.utils
+
+        return comfy.utils.pack_latents(samples.unbind())[0]
+    return samples
 
 
 def tiny_vae(latent_channels=16, seed=0):
