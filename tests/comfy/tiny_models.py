@@ -421,12 +421,17 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
     return one(), one()
 
 
-def latent(model, h=None, w=None, batch=1, frames=3):
+IMAGE_MODELS_ON_VIDEO_LATENTS = ("krea2",)  # image models on Wan's 3-D latent: one frame
+
+
+def latent(model, h=None, w=None, batch=1, frames=None):
     """An empty latent (zeros, as EmptyLatentImage) with the model's channel count; h, w in latent pixels
     (16, or 48 for PixArt, whose position embedding is sized in steps of 64 latent pixels, rounded).
-    A video model's latent is ``[batch, channels, frames, h, w]``."""
-    least = 48 if model.model.model_config.unet_config.get("image_model", "").startswith("pixart") else 16
+    A video model's latent is ``[batch, channels, frames, h, w]`` (3 frames unless given)."""
+    image_model = model.model.model_config.unet_config.get("image_model", "")
+    least = 48 if image_model.startswith("pixart") else 16
     h, w = h or least, w or least
+    frames = frames or (1 if image_model in IMAGE_MODELS_ON_VIDEO_LATENTS else 3)
     latent_format = model.get_model_object("latent_format")
     if type(latent_format).__name__ == "LTXAV":  # video and audio latents, nested as LTXVConcatAVLatent makes them
         import comfy.nested_tensor
