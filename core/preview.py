@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Mapping
 
 from .experiments.variant_lines import LineError, PlanLinesError, check_lines, scan_lines
-from .plan import (MAX_STEPS, Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan,
+from .plan import (MAX_STEPS, Block, Group, Modifier, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan,
                    parse_steps)
 from .rewrite import STREAMS, LayerPlan, apply_rewrite, check_window, strategy_rewrite
 from .selection import format_selection, parse_selection
@@ -278,7 +278,7 @@ def _largest(items) -> int | None:
                 found.append(max(item.first, item.last))
         elif isinstance(item, (Group, Parallel)):
             found.append(_largest(item.items if isinstance(item, Group) else item.members))
-        elif isinstance(item, Repeat):
+        elif isinstance(item, (Repeat, Modifier)):
             found.append(_largest((item.item,)))
     found = [i for i in found if i is not None]
     return max(found) if found else None
