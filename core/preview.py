@@ -208,7 +208,7 @@ class _Context:
                 family = by_name(self.family)
             except KeyError:
                 return
-            family.check_order(stream, steps, n_blocks)
+            family.check(stream, steps, n_blocks)
 
     def spend(self, steps: Steps) -> None:
         self.steps += len(steps)

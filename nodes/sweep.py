@@ -105,7 +105,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
         check_metric(metric, METRICS if vae is not None else LATENT_METRICS)
         suggest([], metric, budget, max_distance)  # checks budget and max_distance before any sampling
         swept = windows(base.counts, streams, width)
-        runnable, excluded = variants(base, family.check_order, swept)
+        runnable, excluded = variants(base, family.check, swept)
 
         # one bar for the whole sweep: run i of n (the baseline first) fills it up to i/n, step by step
         progress = RunsProgress(len(runnable) + 1, steps if mode == "full" else 1)

@@ -1,10 +1,11 @@
 """SD3 and SD3.5: ``joint_blocks`` is the double stream; there is no single stream.
 
 The last joint block is built ``pre_only``: it updates the image stream and returns no text
-stream, so any block after it would receive ``context=None``.
+stream, so any block after it would receive ``context=None``. Attention and MLP of a joint block are
+its context and x sub-blocks' projections and MLPs.
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 from ..plan import PlanError, Steps, format_steps
 
 
@@ -28,4 +29,7 @@ SD3 = Family(
     check_order=check_order,
     # JointBlock takes (context, x) positionally; the pre_only last block returns context None
     hidden_states={"double_blocks": Layout.of(context="text", x="image")},
+    # SD3.5's MMDiT-X blocks also have an image-only attention (attn2); the last context block has neither part
+    sublayers={"double_blocks": SubLayers(attn=("context_block.attn.proj", "x_block.attn.proj", "x_block.attn2.proj"),
+                                          mlp=("context_block.mlp", "x_block.mlp"))},
 )
