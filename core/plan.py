@@ -522,6 +522,8 @@ def format_steps(steps: Steps, n_blocks: int | None = None) -> str:
 
 def modifier_text(step: Step) -> str:
     """``:attn``, ``@0.5``, ``:img@0.5``... as written after a step ("" for a plain step)."""
+    if not isinstance(step, Modified):
+        return ""
     part, strength = part_of(step), strength_of(step)
     shown = f":{part}" if part else ""
     if strength != default_strength(part):
