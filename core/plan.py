@@ -504,15 +504,17 @@ def format_steps(steps: Steps, n_blocks: int | None = None) -> str:
     singles: list[int] = []  # a run of single-block steps with the same modifier
     suffix = ""
     for step, count in runs:
-        if len(step) == 1 and count == 1 and (not singles or modifier_text(step) == suffix):
-            singles.append(step[0])
-            suffix = modifier_text(step)
+        if len(step) == 1 and count == 1:
+            mine = modifier_text(step) if type(step) is not tuple else ""
+            if not singles or mine == suffix:
+                singles.append(step[0])
+                suffix = mine
+                continue
+            parts.extend(p + suffix for p in _format_indices(singles))
+            singles, suffix = [step[0]], mine
             continue
         parts.extend(p + suffix for p in _format_indices(singles))
         singles = []
-        if len(step) == 1 and count == 1:
-            singles, suffix = [step[0]], modifier_text(step)
-            continue
         body = f"[{', '.join(_format_indices(list(step)))}]" if len(step) > 1 else str(step[0])
         body += modifier_text(step)
         parts.append(f"{body}*{count}" if count > 1 else body)
