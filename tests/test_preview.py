@@ -284,6 +284,8 @@ def test_route_serves_the_plan_grid():
     assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs, "counts": counts,
                                  "family": "Flux"}) == preview_lines(LINES, counts, "Flux")
     assert server_routes.describe()["nodes"]["LayerLabPlanGrid"] == {"kind": "lines", "inputs": ["plans"]}
+    assert server_routes.describe()["nodes"]["LayerLabPlanGuidance"] == {
+        "kind": "plan", "inputs": ["double_blocks", "single_blocks"]}
     with pytest.raises(server_routes.BadRequest, match="'plans' is text"):
         server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": {"plans": 3}})
 

@@ -5,6 +5,7 @@ import torch
 
 from comfy_extras.nodes_slg import SkipLayerGuidanceDiT
 from dit_layer_lab.core.plan import PlanError
+from dit_layer_lab.core.preview import UI_KEY
 from dit_layer_lab.nodes.guidance import LayerLabPlanGuidance
 from dit_layer_lab.nodes.reorder import LayerLabReverse, LayerLabSkip
 from dit_layer_lab.tests.comfy import tiny_models as tm
@@ -81,6 +82,8 @@ def test_a_plan_that_changes_nothing_returns_the_model_and_the_input_model_is_un
     assert out is patcher and "unchanged" in summary
     guided, summary = LayerLabPlanGuidance.execute(patcher, "0, 1@0.5, 2", "all", 3.0, 0.0, 0.0, 1.0).args
     assert "double_blocks = 0, 1@0.5, 2" in summary
+    assert LayerLabPlanGuidance.execute(patcher, "0, 2", "all", 3.0, 0.0, 0.0, 1.0).ui == {
+        UI_KEY: [{"family": "Flux", "counts": {"double_blocks": 3, "single_blocks": 4}}]}
     assert guided is not patcher and not patcher.model_options.get("sampler_post_cfg_function")
 
 
