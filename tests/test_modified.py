@@ -228,3 +228,13 @@ def test_plain_steps_run_the_blocks_themselves_and_hooks_are_removed():
     assert all(s is b for s, b in zip(single, dit.single_blocks))
     run(dit, PARTS, {"double_blocks": "0, 1:attn, 2-3"}, inputs(dim=DIM))
     assert all(not m._forward_hooks for m in dit.modules())
+
+
+def test_sd3_last_joint_block_may_keep_part_of_its_update_but_still_only_last_and_alone():
+    from dit_layer_lab.core.families.sd3 import SD3
+
+    for text in ("0-2, 3@0.5", "0-2, 3:img", "0-2, 3:attn"):
+        SD3.check("double_blocks", parse_steps(text, 4), 4)
+    for text in ("3@0.5, 0-2", "0-1, [2-3]@0.5"):
+        with pytest.raises(PlanError, match="SD3 joint block 3 is the last block"):
+            SD3.check("double_blocks", parse_steps(text, 4), 4)

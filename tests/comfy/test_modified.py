@@ -201,3 +201,15 @@ def test_weights_unchanged_and_no_hooks_left(family):
     dit = model.model.diffusion_model
     assert all(torch.equal(v, state[k]) for k, v in dit.state_dict().items())
     assert not any(m._forward_hooks for m in dit.modules())
+
+
+def test_sd3_last_joint_block_at_a_strength_equals_reference():
+    model = twin("sd3")
+    inputs = (*tm.conditioning(model), tm.latent(model))
+    n = len(model.model.diffusion_model.joint_blocks)
+    patched, summary = plan(model, "double_blocks", f"0-{n - 2}, {n - 1}@0.5")
+    reference = twin("sd3")
+    blocks = reference.model.diffusion_model.joint_blocks
+    blocks[n - 1] = KeepUpdate(blocks[n - 1], STATES["sd3"][0]["double_blocks"], STATES["sd3"][1]["double_blocks"],
+                               {"image": 0.5, "text": 0.5})
+    torch.testing.assert_close(run(patched, inputs), run(reference, inputs), rtol=1e-5, atol=1e-6)
