@@ -52,6 +52,8 @@ BLOCK = 1  # the block every test modifies (never SD3's last)
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request):
+    if request.param not in STATES:  # a family added to test_reorder's matrix without its rows here
+        pytest.skip(f"{request.param}: no state and sub-layer rows in test_modified.py (STATES, LAYERS, REFUSED) yet")
     build, streams = FAMILIES[request.param]
     model = build()
     inputs = (*tm.conditioning(model), tm.latent(model))
