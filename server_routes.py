@@ -32,6 +32,7 @@ _BLOCK_TEXTS = ["double_blocks", "single_blocks"]
 # node type -> what its strip shows and the inputs it reads (the frontend sends exactly these)
 NODES = {
     "LayerLabPlan": {"kind": "plan", "inputs": _BLOCK_TEXTS},
+    "LayerLabPlanGuidance": {"kind": "plan", "inputs": _BLOCK_TEXTS},  # the plan of its extra pass
     "LayerLabSkip": {"kind": "strategy", "strategy": "skip", "inputs": [*_RANGE, *_WINDOW]},
     "LayerLabRepeat": {"kind": "strategy", "strategy": "repeat", "inputs": [*_RANGE, "layer", "count", *_WINDOW]},
     "LayerLabReverse": {"kind": "strategy", "strategy": "reverse", "inputs": [*_RANGE, *_WINDOW]},

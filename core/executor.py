@@ -7,6 +7,9 @@ moves and no name changes: looked up by name ("double_blocks.3.img_attn"), in ``
 or ``state_dict()``, the list is still the original one, so LoRA, merges, hooks, saving, and
 anything that loads or unloads weights in the middle of a call see the model they expect.
 
+A ``Modified`` step (``7@0.5``, ``7:attn``, ``7:img``) runs its block through ``core.modified``; plain
+steps never do, so a plan without modifiers runs exactly as before.
+
 What the loop does by position is moved along with the blocks: ControlNet residuals,
 ``patches_replace["dit"]`` entries and block-index patches follow the block they belong to, and a
 block that the loop tells its index (``transformer_options["block_index"]``) is told its own.
@@ -21,7 +24,8 @@ import torch
 from torch import nn
 
 from .families import Family
-from .plan import PlanError, Step, Steps, format_steps
+from .modified import modified_module
+from .plan import Modified, PlanError, Step, Steps, format_steps
 
 # select_member(args, kwargs, j) -> (args, kwargs) for the j-th member of a parallel step
 SelectMember = Callable[[tuple, dict, int], tuple[tuple, dict]]
@@ -125,7 +129,7 @@ class PlannedBlocks(nn.Module):
 
 
 def build_steps(blocks: nn.ModuleList, stream: str, steps: Steps, select_member: SelectMember | None,
-                wrap_step: WrapStep | None) -> PlannedBlocks:
+                wrap_step: WrapStep | None, family: Family | None = None) -> PlannedBlocks:
     modules = []
     for position, step in enumerate(steps):
         if len(step) == 1:
@@ -133,6 +137,8 @@ def build_steps(blocks: nn.ModuleList, stream: str, steps: Steps, select_member:
             module = blocks[i] if i == position else OwnIndex(blocks[i], i)
         else:
             module = ParallelBlocks([OwnIndex(blocks[i], i) for i in step], select_member)
+        if isinstance(step, Modified):
+            module = modified_module(family, stream, [blocks[i] for i in step], step, module)
         if wrap_step is not None:
             module = wrap_step(stream, position, step, module)
         modules.append(module)
@@ -152,7 +158,7 @@ def planned_order(dit: nn.Module, family: Family, orders: Mapping[str, Steps], t
         try:
             for stream, steps in orders.items():
                 setattr(dit, family.block_lists[stream],
-                        build_steps(originals[stream], stream, steps, select_member, wrap_step))
+                        build_steps(originals[stream], stream, steps, select_member, wrap_step, family))
             yield (remap_index_patches(remap_replace_patches(transformer_options, family, orders), family, orders),
                    remap_control(control, family, orders))
         finally:

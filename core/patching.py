@@ -56,7 +56,7 @@ def with_rewrites(model_patcher, make_rewrites):
     try:
         for rewrite in make_rewrites(plan.counts):
             if rewrite is not None:
-                plan = plan.with_rewrite(rewrite, family.check_order)
+                plan = plan.with_rewrite(rewrite, family.check)
     except PlanError as error:
         raise error.with_note(family.list_note(plan.counts)) from None
     clone = model_patcher.clone()

@@ -6,6 +6,19 @@
     [4-7]          4..7 on the same input, outputs averaged
     [4-7]*3        looped parallel: the average fed back three times
 
+Modifiers follow an item, before any repeat count (``8@0.5*4``), at most one part and one strength:
+
+    7@0.5          block 7 keeps half of its update: out = in + 0.5 * (block(in) - in) on every stream;
+                   @0 is a skip (the block does not run), @1 the block itself, other values are allowed
+    7:attn 7:mlp   block 7 without its attention (its MLP) contribution to the residual stream;
+                   7:attn@0.5 keeps half of it
+    7:img  7:txt   block 7's update on the image (text) stream only, the other passing through; 7:img@0.5
+                   keeps half of that update
+
+A modifier on a range, ``all`` or ``( )`` applies to every step inside (``3-5:attn``); on ``[ ]`` it
+applies to the group's averaged update (``[4-7]@0.5``); the members of a group, and the items inside
+a modified ``( )``, carry none of their own.
+
 Items are comma separated; whitespace is free. Parsing needs no model: ``parse_plan`` returns a
 ``PlanExpr`` whose ``expand`` checks every index against one stream's block count and returns
 ``Steps``, the plain data the executor runs.
@@ -15,15 +28,84 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
-# A step runs one block (a 1-tuple) or several blocks on the same input, averaging their outputs.
+# A step runs one block (a 1-tuple) or several blocks on the same input, averaging their outputs;
+# a ``Modified`` step is such a tuple that also keeps only part of its update.
 Step = tuple[int, ...]
 Steps = tuple[Step, ...]
+
+SUBLAYERS = ("attn", "mlp")  # a modifier on them scales that sub-layer's contribution (default 0: dropped)
+STREAM_PARTS = ("img", "txt")  # a modifier on them scales that stream's update only (default 1)
+PARTS = SUBLAYERS + STREAM_PARTS
+PART_NAMES = {"attn": "attention", "mlp": "MLP", "img": "image stream", "txt": "text stream"}
+
+
+def default_strength(part: str) -> float:
+    return 0.0 if part in SUBLAYERS else 1.0
+
+
+class Modified(tuple):
+    """A step (its block indices, as a plain step) that keeps ``strength`` of its update on ``part``.
+
+    part "": the whole update of every stream; "attn"/"mlp": that sub-layer's contribution to the
+    residual stream; "img"/"txt": that stream's update, the other stream passing through unchanged.
+    Never equal to a plain step or to a step with another modifier; never the plain block
+    (``modified`` returns a plain step or nothing for those).
+    """
+
+    def __new__(cls, blocks, strength: float, part: str = ""):
+        self = super().__new__(cls, blocks)
+        self.strength, self.part = float(strength), part
+        return self
+
+    def __getnewargs__(self):
+        return tuple(self), self.strength, self.part
+
+    def _key(self):
+        return tuple(self), self.strength, self.part
+
+    def __eq__(self, other):
+        if not isinstance(other, tuple):
+            return NotImplemented
+        return isinstance(other, Modified) and self._key() == other._key()
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Modified({tuple(self)!r}, {self.strength!r}, {self.part!r})"
+
+
+def modified(step: Step, strength: float, part: str = "") -> Step | None:
+    """``step`` keeping ``strength`` of ``part``: the plain step where that is the block itself, None
+    where nothing of it would apply (it need not run)."""
+    if part not in ("",) + PARTS:
+        raise ValueError(f"unknown part {part!r}")
+    if strength == 1.0 and part in ("",) + SUBLAYERS:
+        return tuple(step)
+    if strength == 0.0 and part in ("",) + STREAM_PARTS:
+        return None
+    return Modified(step, strength, part)
+
+
+def strength_of(step: Step) -> float:
+    return getattr(step, "strength", 1.0)
+
+
+def part_of(step: Step) -> str:
+    return getattr(step, "part", "")
 
 MAX_STEPS = 10_000
 MAX_DEPTH = 32
 
-_TOKEN = re.compile(r"\s*(?:(?P<int>[0-9]+)|(?P<word>[A-Za-z_]+)|(?P<sym>[-*,()\[\]])|(?P<bad>[^\s0-9A-Za-z_\-*,()\[\]]+))")
+_TOKEN = re.compile(r"\s*(?:(?P<num>[0-9]+\.[0-9]*|\.[0-9]+)|(?P<int>[0-9]+)|(?P<word>[A-Za-z_]+)"
+                    r"|(?P<sym>[-*,()\[\]:@])|(?P<bad>[^\s0-9A-Za-z_\-*,()\[\]:@.]+|\.))")
+WORDS = ("all", "none") + PARTS
 
 
 class PlanError(ValueError):
@@ -97,6 +179,16 @@ class Repeat:
 
 
 @dataclass(frozen=True)
+class Modifier:
+    """``7:attn@0.5``: ``item`` keeping ``strength`` of its ``part`` ("" for the whole update)."""
+
+    item: object
+    strength: float
+    part: str
+    span: Span  # the first ':' or '@'
+
+
+@dataclass(frozen=True)
 class PlanExpr:
     """A parsed plan, independent of any model until ``expand``."""
 
@@ -143,9 +235,10 @@ class _Parser:
             start = m.start(kind)
             if kind == "bad":
                 raise PlanError(f"unknown token {value!r}: expected a block index, a range like 3-6, "
-                                "'all', 'none', '(...)' or '[...]'", text, start, value)
-            if kind == "word" and value.lower() not in ("all", "none"):
-                raise PlanError(f"unknown word {value!r}: the only words are 'all' and 'none'", text, start, value)
+                                "'all', 'none', '(...)', '[...]', ':part' or '@strength'", text, start, value)
+            if kind == "word" and value.lower() not in WORDS:
+                raise PlanError(f"unknown word {value!r}: the words are 'all', 'none' and, after ':', the parts "
+                                f"{', '.join(PARTS)}", text, start, value)
             yield kind, (value.lower() if kind == "word" else value), start
             pos = m.end()
 
@@ -198,15 +291,60 @@ class _Parser:
             self.fail(f"expected ',' or {closing!r}" if closing else "expected ',' between items")
 
     def item(self):
-        atom = self.atom()
+        atom = self.modifiers(self.atom())
         kind, value, start = self.peek()
         if kind == "sym" and value == "*":
             self.take()
             count, at, raw = self.integer("a repeat count after '*'")
             if count < 1:
                 raise PlanError(f"repeat count {raw} must be at least 1", self.text, at, raw)
+            kind, value, _ = self.peek()
+            if kind == "sym" and value in ":@":
+                self.fail(f"a modifier goes before the repeat count: write it as {_shown(atom)}{value}...*{raw}")
             return Repeat(atom, count, Span(start, "*"))
         return atom
+
+    def modifiers(self, atom):
+        part, strength, span = "", None, None
+        while True:
+            kind, value, start = self.peek()
+            if kind != "sym" or value not in ":@":
+                break
+            if span is None:
+                span = Span(start, value)
+            if value == ":":
+                if part:
+                    self.fail(f"one part per item (this one already has ':{part}')")
+                self.take()
+                kind, word, _ = self.peek()
+                if kind != "word" or word not in PARTS:
+                    self.fail(f"expected a part after ':' ({', '.join(PARTS)})")
+                self.take()
+                part = word
+            else:
+                if strength is not None:
+                    self.fail("one strength per item")
+                self.take()
+                strength = self.number()
+        if span is None:
+            return atom
+        inner = _first_modifier(atom)
+        if inner is not None:
+            raise PlanError("an item inside a modified '( )' carries a modifier of its own; modify either the "
+                            "items or the group", self.text, inner.span.start, inner.span.token)
+        return Modifier(atom, default_strength(part) if strength is None else strength, part, span)
+
+    def number(self) -> float:
+        kind, value, start = self.peek()
+        sign = 1.0
+        if kind == "sym" and value == "-":
+            self.take()
+            sign = -1.0
+            kind, value, _ = self.peek()
+        if kind not in ("int", "num"):
+            self.fail("expected a strength after '@' (a number such as 0.5)")
+        self.take()
+        return sign * float(value)
 
     def integer(self, what):
         kind, value, start = self.peek()
@@ -217,7 +355,7 @@ class _Parser:
 
     def atom(self):
         kind, value, start = self.peek()
-        if kind == "int":
+        if kind in ("int", "num"):
             return self.block()
         if kind == "word" and value == "all":
             self.take()
@@ -244,6 +382,8 @@ class _Parser:
         self.fail("expected a block index, a range like 3-6, 'all', '(...)' or '[...]'")
 
     def block(self):
+        if self.peek()[0] == "num":
+            self.fail("a block index is a whole number")
         first, start, raw = self.integer("a block index")
         kind, value, _ = self.peek()
         if kind == "sym" and value == "-":
@@ -256,7 +396,7 @@ class _Parser:
         members = []
         while True:
             kind, value, start = self.peek()
-            if kind == "int":
+            if kind in ("int", "num"):
                 members.append(self.block())
             elif kind == "word" and value == "all":
                 self.take()
@@ -266,9 +406,25 @@ class _Parser:
             kind, value, _ = self.peek()
             if kind == "sym" and value == "*":
                 self.fail("repeats are not allowed inside '[...]'; repeat the whole group: [4-7]*3")
+            if kind == "sym" and value in ":@":
+                self.fail("the members of '[...]' carry no modifier; modify the whole group: [4-7]@0.5")
             if not (kind == "sym" and value == ","):
                 return tuple(members)
             self.take()
+
+
+def _first_modifier(item):
+    if isinstance(item, Modifier):
+        return item
+    if isinstance(item, Group):
+        return next((m for m in map(_first_modifier, item.items) if m is not None), None)
+    if isinstance(item, Repeat):
+        return _first_modifier(item.item)
+    return None
+
+
+def _shown(atom) -> str:
+    return atom.span.token if isinstance(atom, Block) else "(...)" if isinstance(atom, Group) else "[...]"
 
 
 # ------------------------------------------------------------------------------------- expansion
@@ -290,6 +446,8 @@ def _size(items, n_blocks: int) -> int:
     for item in items:
         if isinstance(item, Block):
             total += n_blocks if item.first is None else abs(item.last - item.first) + 1
+        elif isinstance(item, Modifier):
+            total += _size((item.item,), n_blocks)
         elif isinstance(item, Parallel):
             total += 1
         elif isinstance(item, Group):
@@ -316,6 +474,11 @@ def _expand(items, n_blocks: int, stream: str, text: str):
             yield tuple(members)
         elif isinstance(item, Group):
             yield from _expand(item.items, n_blocks, stream, text)
+        elif isinstance(item, Modifier):
+            for step in _expand((item.item,), n_blocks, stream, text):
+                step = modified(step, item.strength, item.part)
+                if step is not None:
+                    yield step
         else:
             once = tuple(_expand((item.item,), n_blocks, stream, text))
             for _ in range(item.count):
@@ -338,17 +501,44 @@ def format_steps(steps: Steps, n_blocks: int | None = None) -> str:
         else:
             runs.append((step, 1))
     parts: list[str] = []
-    singles: list[int] = []
+    singles: list[int] = []  # a run of single-block steps with the same modifier
+    suffix = ""
     for step, count in runs:
         if len(step) == 1 and count == 1:
-            singles.append(step[0])
+            mine = modifier_text(step) if type(step) is not tuple else ""
+            if not singles or mine == suffix:
+                singles.append(step[0])
+                suffix = mine
+                continue
+            parts.extend(p + suffix for p in _format_indices(singles))
+            singles, suffix = [step[0]], mine
             continue
-        parts.extend(_format_indices(singles))
+        parts.extend(p + suffix for p in _format_indices(singles))
         singles = []
         body = f"[{', '.join(_format_indices(list(step)))}]" if len(step) > 1 else str(step[0])
+        body += modifier_text(step)
         parts.append(f"{body}*{count}" if count > 1 else body)
-    parts.extend(_format_indices(singles))
+    parts.extend(p + suffix for p in _format_indices(singles))
     return ", ".join(parts)
+
+
+def modifier_text(step: Step) -> str:
+    """``:attn``, ``@0.5``, ``:img@0.5``... as written after a step ("" for a plain step)."""
+    if not isinstance(step, Modified):
+        return ""
+    part, strength = part_of(step), strength_of(step)
+    shown = f":{part}" if part else ""
+    if strength != default_strength(part):
+        shown += f"@{format_strength(strength)}"
+    return shown
+
+
+def format_strength(value: float) -> str:
+    """Positional, shortest text that reads back as ``value`` (the plan language has no exponents)."""
+    text = format(Decimal(repr(float(value))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _format_indices(indices: list[int]) -> list[str]:

@@ -14,8 +14,8 @@ from collections import Counter
 from typing import Mapping
 
 from .experiments.variant_lines import LineError, PlanLinesError, check_lines, scan_lines
-from .plan import (MAX_STEPS, Block, Group, Parallel, PlanError, Repeat, Steps, format_steps, identity, parse_plan,
-                   parse_steps)
+from .plan import (MAX_STEPS, PART_NAMES, SUBLAYERS, Block, Group, Modified, Modifier, Parallel, PlanError, Repeat,
+                   Steps, format_steps, format_strength, identity, parse_plan, parse_steps)
 from .rewrite import STREAMS, LayerPlan, apply_rewrite, check_window, strategy_rewrite
 from .selection import format_selection, parse_selection
 
@@ -166,8 +166,26 @@ def cells_of(steps: Steps, limit: int | None = None) -> list[dict]:
             kind = "moved"
         else:
             kind = "run"
-        cells.append({"blocks": list(step), "kind": kind, "count": count, "label": format_steps((step,) * count)})
+        cells.append({"blocks": list(step), "kind": kind, "count": count, "label": format_steps((step,) * count),
+                      "modifier": modifier_of(step)})
     return cells
+
+
+def modifier_of(step) -> dict | None:
+    """What a modified step keeps, for the strip: part, strength, words, and whether it is outside 0..1."""
+    if not isinstance(step, Modified):
+        return None
+    part, strength = step.part, step.strength
+    s = format_strength(strength)
+    if part in SUBLAYERS:
+        words = f"without its {PART_NAMES[part]}" if strength == 0 else f"its {PART_NAMES[part]} at {s}"
+    elif part:
+        words = f"updates the {PART_NAMES[part]} only" + ("" if strength == 1 else f", at {s}")
+    else:
+        words = f"keeps {s} of its update"
+    outside = not 0.0 <= strength <= 1.0
+    return {"part": part or None, "strength": strength, "outside": outside,
+            "words": words + (" (strength outside 0..1)" if outside else "")}
 
 
 def _runs(steps: Steps) -> list[list]:
@@ -215,7 +233,7 @@ class _Context:
         """The model family's own rule (SD3's last joint block), once the family is known from a run."""
         family = self._family()
         if family is not None:
-            family.check_order(stream, steps, n_blocks)
+            family.check(stream, steps, n_blocks)
 
     def list_name(self, stream: str) -> str | None:
         """The model's own name of a stream's list where it differs ("transformer_blocks"), once known."""
@@ -291,7 +309,7 @@ def _largest(items) -> int | None:
                 found.append(max(item.first, item.last))
         elif isinstance(item, (Group, Parallel)):
             found.append(_largest(item.items if isinstance(item, Group) else item.members))
-        elif isinstance(item, Repeat):
+        elif isinstance(item, (Repeat, Modifier)):
             found.append(_largest((item.item,)))
     found = [i for i in found if i is not None]
     return max(found) if found else None

@@ -41,7 +41,8 @@ class Rewrite:
         return self.always or self.start_percent <= percent < self.end_percent
 
     def active_at_sigma(self, sigma: float, percent_to_sigma: Callable[[float], float]) -> bool:
-        """ComfyUI's rule (Skip Layer Guidance, hooks): active while sigma(end) < sigma <= sigma(start)."""
+        """Half-open, as ComfyUI's hook keyframes hand over: active while sigma(end) < sigma <= sigma(start).
+        (Skip Layer Guidance includes its end; Plan Guidance follows it there, see core.guidance.)"""
         return self.always or percent_to_sigma(self.start_percent) >= sigma > percent_to_sigma(self.end_percent)
 
 

@@ -43,6 +43,8 @@ const STYLE = `
 .dll-unselected, .dll-skipped { background: transparent; color: inherit; opacity: .45; outline: 1px dashed currentColor; }
 .dll-skipped { text-decoration: line-through; }
 .dll-sep { opacity: .6; margin: 0 2px; }
+.dll-cell.dll-modified { background-image: repeating-linear-gradient(135deg, transparent 0 3px, rgba(0,0,0,.18) 3px 5px); }
+.dll-cell.dll-outside { outline: 2px solid #ff5252; outline-offset: -1px; }
 .dll-error { color: #ff8a80; white-space: pre-wrap; word-break: break-word; }
 .dll-error mark { background: #ff5252; color: #fff; padding: 0 1px; }
 .dll-line { margin-bottom: 4px; padding-left: 4px; border-left: 2px solid #7fb77e; }
@@ -62,9 +64,16 @@ function el(tag, className, text) {
   return e;
 }
 
-function cell(kind, label, title, blocks) {
+function cell(kind, label, title, blocks, modifier = null) {
   const c = el("span", `dll-cell dll-${kind}`, label);
   c.dataset.kind = kind;
+  if (modifier) {
+    // a block that keeps part of its update: striped; a strength outside 0..1: outlined in red
+    c.classList.add("dll-modified");
+    if (modifier.outside) c.classList.add("dll-outside");
+    c.dataset.part = modifier.part ?? "";
+    c.dataset.strength = String(modifier.strength);
+  }
   c.dataset.blocks = blocks.join(",");
   c.title = title;
   return c;
@@ -110,9 +119,9 @@ function renderStream(stream, compact = false) {
   }
   for (const c of stream.cells) {
     const times = c.count > 1 ? ` x${c.count}` : "";
-    const what = c.kind === "parallel" ? `blocks ${c.blocks.join(", ")} in parallel, averaged${times}`
-      : `block ${c.blocks[0]}: ${c.kind}${times}`;
-    row.append(cell(c.kind, c.label, what, c.blocks));
+    const what = (c.kind === "parallel" ? `blocks ${c.blocks.join(", ")} in parallel, averaged${times}`
+      : `block ${c.blocks[0]}: ${c.kind}${times}`) + (c.modifier ? `; ${c.modifier.words}` : "");
+    row.append(cell(c.kind, c.label, what, c.blocks, c.modifier));
   }
   if (stream.more_cells) row.append(el("span", "dll-note", `+${stream.more_cells} more`));
   if (stream.skipped?.length) {

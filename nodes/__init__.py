@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .grid import GRID_NODES
+from .guidance import GUIDANCE_NODES
 from .lora import LORA_NODES
 from .probe import PROBE_NODES
 from .reorder import REORDER_NODES
@@ -11,4 +12,4 @@ from .sweep import SWEEP_NODES
 
 class LayerLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*REORDER_NODES, *PROBE_NODES, *LORA_NODES, *GRID_NODES, *SWEEP_NODES]
+        return [*REORDER_NODES, *PROBE_NODES, *LORA_NODES, *GRID_NODES, *SWEEP_NODES, *GUIDANCE_NODES]

@@ -72,7 +72,7 @@ class LayerLabPlanGrid(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, latent_image, seed: int, steps: int, cfg: float,
                 sampler_name: str, scheduler: str, denoise: float, plans: str) -> io.NodeOutput:
         base = layer_plan(model)
-        variants = plan_variants(plans, base, family_of(base).check_order)  # every line checked before sampling
+        variants = plan_variants(plans, base, family_of(base).check)  # every line checked before sampling
         progress = RunsProgress(len(variants), steps)
         images, records = None, []  # images: every variant's decoded batch, written in place (one copy in memory)
         for index, variant in enumerate(variants):

@@ -11,7 +11,9 @@ from ..core.rewrite import STREAMS, plan_rewrite, strategy_rewrite
 CATEGORY = "layer_lab"
 
 PLAN_HELP = ("Order of original block indices: 'all', 'none', '7', '3-6', '6-3' (reversed), '8*4' (repeat), "
-             "'(3-5)*2', '[4-7]' (run in parallel, average), '[4-7]*3' (looped parallel), comma separated.")
+             "'(3-5)*2', '[4-7]' (run in parallel, average), '[4-7]*3' (looped parallel), comma separated. "
+             "After an item: '@0.5' keeps half of its update, ':attn' / ':mlp' drop its attention / MLP, "
+             "':img' / ':txt' update one stream of a double block only ('7:attn@0.5', '3-5:mlp', '[4-7]@0.5').")
 
 
 def window_inputs() -> list:

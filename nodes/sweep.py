@@ -11,7 +11,8 @@ from comfy_api.latest import io, ui
 
 from ..core.experiments.bar_chart import render, to_array
 from ..core.experiments.fast_sweep import FastSweep, resume
-from ..core.experiments.sweep import (METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, Measured, SweepError,
+from ..core.experiments.sweep import (GRANULARITIES, METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, Measured,
+                                      SweepError,
                                       build_report, chart_panels, check_metric, check_one_order, distances,
                                       plan_texts, skip_rewrite, suggest, swept_streams, to_json, variants, windows)
 from ..core.patching import APPLY_MODEL, KEY, executed_orders, family_of, layer_plan, with_rewrites
@@ -73,6 +74,11 @@ class LayerLabImportanceSweep(io.ComfyNode):
                 io.Float.Input("max_distance", default=0.0, min=0.0, max=1e6, step=0.001,
                                tooltip="0 = no limit. Otherwise a window whose own distance is above this is "
                                        "never suggested, even within the budget."),
+                io.Combo.Input("granularity", options=list(GRANULARITIES), default="block",
+                               tooltip="What each variant drops: block = the window's blocks are skipped; attention "
+                                       "/ mlp = only that sub-layer of each block in the window (plan text '3:attn', "
+                                       "'3:mlp'). Blocks that have no separate sub-layer (AuraFlow, Flux-style "
+                                       "single blocks) are listed as excluded, with the reason."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="Optional. With a VAE, every result is also decoded and the image distances "
                                      "are measured too."),
@@ -96,7 +102,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler_name: str,
                 scheduler: str, denoise: float, streams: str, width: int, mode: str, fast_percent: float,
-                metric: str, budget: int, max_distance: float, vae=None) -> io.NodeOutput:
+                metric: str, budget: int, max_distance: float, vae=None, granularity: str = "block") -> io.NodeOutput:
         base = layer_plan(model)
         check_one_order(base)
         family = family_of(base)
@@ -104,8 +110,8 @@ class LayerLabImportanceSweep(io.ComfyNode):
             raise SweepError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
         check_metric(metric, METRICS if vae is not None else LATENT_METRICS)
         suggest([], metric, budget, max_distance)  # checks budget and max_distance before any sampling
-        swept = windows(base.counts, streams, width)
-        runnable, excluded = variants(base, family.check_order, swept)
+        swept = windows(base.counts, streams, width, granularity)
+        runnable, excluded = variants(base, family.check, swept)
 
         # one bar for the whole sweep: run i of n (the baseline first) fills it up to i/n, step by step
         progress = RunsProgress(len(runnable) + 1, steps if mode == "full" else 1)
@@ -139,8 +145,10 @@ class LayerLabImportanceSweep(io.ComfyNode):
         settings = {"seed": seed, "cfg": cfg, **runs.settings, "order": base.summary()}
         report = build_report(family=base.family, counts=base.counts, streams=streams_swept, width=width, mode=mode,
                               metric=metric, budget=budget, max_distance=max_distance, measured=measured,
-                              excluded=excluded, chosen=chosen, texts=texts, settings=settings)
-        subtitle = f"{base.family}, {runs.describe}, width {width}, {len(measured)} variants; budget {budget} blocks"
+                              excluded=excluded, chosen=chosen, texts=texts, settings=settings,
+                              granularity=granularity)
+        subtitle = (f"{base.family}, {runs.describe}, width {width}, {granularity}, {len(measured)} variants; "
+                    f"budget {budget} blocks")
         chart = render(chart_panels(streams_swept, swept, measured, chosen, metric, subtitle, max_distance))
         image = torch.from_numpy(to_array(chart))[None]
         return io.NodeOutput(image, to_json(report), texts.get("double_blocks", "all"),

@@ -334,6 +334,33 @@ def flux2_probe(g: Graph):
                        "samples like KSampler (euler / simple here), where the template uses Flux2Scheduler.")
 
 
+def sd35_plan_guidance(g: Graph):
+    checkpoint = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name="sd3.5_large.safetensors")
+    clip = g.add("TripleCLIPLoader", (0, 180), clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
+                 clip_name3="t5xxl_fp16.safetensors")
+    positive = g.add("CLIPTextEncode", (360, 120), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
+    negative = g.add("CLIPTextEncode", (360, 360), inputs={"clip": clip.out("CLIP")}, text=NEGATIVE)
+    latent = g.add("EmptySD3LatentImage", (360, 600), width=1024, height=1024)
+    skip = g.add("LayerLabPlanGuidance", (760, -220), "Plan Guidance (= Skip Layer Guidance on 7-9)",
+                 inputs={"model": checkpoint.out("MODEL")}, double_blocks="0-6, 10-37", scale=3.0,
+                 start_percent=0.01, end_percent=0.15)
+    attention = g.add("LayerLabPlanGuidance", (760, 160), "Plan Guidance (attention of 7-9 dropped)",
+                      inputs={"model": checkpoint.out("MODEL")}, double_blocks="0-6, 7-9:attn, 10-37", scale=3.0,
+                      start_percent=0.01, end_percent=0.15)
+    settings = dict(seed=42, steps=28, cfg=4.5, sampler_name="euler", scheduler="sgm_uniform", denoise=1.0)
+    sample_and_save(g, (1120, -560), checkpoint.out("MODEL"), positive, negative, latent, checkpoint,
+                    "layer_lab/sd35_plain", "KSampler (plain CFG)", **settings)
+    sample_and_save(g, (1120, -220), skip.out("MODEL"), positive, negative, latent, checkpoint,
+                    "layer_lab/sd35_guidance_skip", "KSampler (guided away from 7-9 skipped)", **settings)
+    sample_and_save(g, (1120, 160), attention.out("MODEL"), positive, negative, latent, checkpoint,
+                    "layer_lab/sd35_guidance_attention", "KSampler (guided away from 7-9 without attention)",
+                    **settings)
+    note(g, (0, -220), "**Plan guidance.** In the window (1%-15% of sampling), each step makes one extra pass "
+                       "under the plan and moves the result away from it: cfg + 3 * (cond - cond under the plan). "
+                       "The first node is core's Skip Layer Guidance on joint blocks 7-9, bit for bit; the second "
+                       "guides away from those blocks without their attention only. Same seed for all three.")
+
+
 WORKFLOWS = {
     "flux_skip_middle_blocks": flux_skip_middle,
     "flux_looped_parallel": flux_looped_parallel,
@@ -346,6 +373,7 @@ WORKFLOWS = {
     "qwen_image_similarity_probe": qwen_image_probe,
     "z_image_plan_grid": z_image_plan_grid,
     "flux2_similarity_probe": flux2_probe,
+    "sd35_plan_guidance": sd35_plan_guidance,
 }
 
 

@@ -23,7 +23,8 @@ def test_plan_cells_skipped_and_canonical_text():
     assert kinds(double) == [("run", "0"), ("run", "1"), ("run", "2"), ("parallel", "[3-6]*2"), ("repeated", "7*3"),
                              ("reversed", "12"), ("reversed", "11"), ("reversed", "10"), ("reversed", "9"),
                              ("run", "15"), ("run", "16"), ("run", "17"), ("run", "18")]
-    assert double["cells"][3] == {"blocks": [3, 4, 5, 6], "kind": "parallel", "count": 2, "label": "[3-6]*2"}
+    assert double["cells"][3] == {"blocks": [3, 4, 5, 6], "kind": "parallel", "count": 2, "label": "[3-6]*2",
+                                 "modifier": None}
     assert double["cells"][4]["count"] == 3
     assert double["skipped"] == [8, 13, 14]
     assert double["plan"] == "0-2, [3-6]*2, 7*3, 12-9, 15-18" and double["changed"] and double["steps"] == 16
@@ -240,7 +241,7 @@ def test_lines_give_each_line_s_cells_and_left_out_streams_run_as_usual():
                                                + [("run", str(i)) for i in range(34, 38)])
     parallel = streams_of(entries(answer)[8])
     assert parallel["double_blocks"]["cells"] == [{"blocks": list(range(19)), "kind": "parallel", "count": 2,
-                                                   "label": "[0-18]*2"}]
+                                                   "label": "[0-18]*2", "modifier": None}]
     assert parallel["single_blocks"]["skipped"] == [37]
 
 
@@ -297,6 +298,8 @@ def test_route_serves_the_plan_grid():
     assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs, "counts": counts,
                                  "family": "Flux"}) == preview_lines(LINES, counts, "Flux")
     assert server_routes.describe()["nodes"]["LayerLabPlanGrid"] == {"kind": "lines", "inputs": ["plans"]}
+    assert server_routes.describe()["nodes"]["LayerLabPlanGuidance"] == {
+        "kind": "plan", "inputs": ["double_blocks", "single_blocks"]}
     with pytest.raises(server_routes.BadRequest, match="'plans' is text"):
         server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": {"plans": 3}})
 
@@ -307,3 +310,26 @@ def test_block_counts_beyond_any_model_are_refused_quickly():
         server_routes.answer({"node_type": "LayerLabSkip", "counts": {"double_blocks": 10 ** 9, "single_blocks": 0},
                 "inputs": {"stream": "double_blocks", "first": 0, "last": 1, "start_percent": 0.0,
                            "end_percent": 1.0}})
+
+
+def test_modified_steps_are_shown_with_what_they_keep_and_strengths_outside_0_1_marked():
+    answer = preview_plan({"double_blocks": "0-2, 3@0.5, 4:attn, 5:img@1.5, 6@0, [7-8]:mlp@0.5*2, 9-18"})
+    double = answer["streams"][0]
+    assert answer["ok"] and double["plan"] == "0-2, 3@0.5, 4:attn, 5:img@1.5, [7-8]:mlp@0.5*2, 9-18"
+    cells = {c["label"]: c for c in double["cells"]}
+    assert cells["0"]["modifier"] is None
+    assert cells["3@0.5"]["modifier"] == {"part": None, "strength": 0.5, "outside": False,
+                                          "words": "keeps 0.5 of its update"}
+    assert cells["4:attn"]["modifier"]["words"] == "without its attention"
+    assert cells["5:img@1.5"]["modifier"]["outside"] and "outside 0..1" in cells["5:img@1.5"]["modifier"]["words"]
+    assert cells["[7-8]:mlp@0.5*2"]["kind"] == "parallel" and cells["[7-8]:mlp@0.5*2"]["count"] == 2
+    assert cells["[7-8]:mlp@0.5*2"]["modifier"]["words"] == "its MLP at 0.5"
+    assert double["skipped"] == [6]  # @0 does not run the block
+
+
+def test_parts_a_reported_family_lacks_are_errors_in_the_strip():
+    answer = preview_plan({"single_blocks": "0-3, 4:attn"}, {"double_blocks": 19, "single_blocks": 38}, "Flux")
+    single = answer["streams"][0]
+    assert not single["ok"] and "Flux single_blocks cannot do" in single["error"]["message"]
+    answer = preview_plan({"single_blocks": "0:img"}, {"double_blocks": 0, "single_blocks": 4}, "Lumina2")
+    assert "carry one sequence of text and image tokens" in answer["streams"][0]["error"]["message"]

@@ -199,3 +199,14 @@ def test_any_text_is_lines_or_a_clear_error(text):
             assert e.column <= len(raw) + 1
             if e.token:
                 assert raw[e.column - 1:e.column - 1 + len(e.token)] == e.token
+
+
+def test_lines_take_strengths_and_parts_after_the_label_colon():
+    from dit_layer_lab.core.experiments.variant_lines import parse_lines
+    from dit_layer_lab.core.plan import Modified, parse_steps
+
+    (line,) = parse_lines("half of 7: double_blocks=0-6, 7@0.5, 8-18; single_blocks=0-2:attn, 3-37\n")
+    assert line.label == "half of 7"
+    texts = {part.stream: part.text for part in line.plans}
+    assert parse_steps(texts["double_blocks"], 19)[7] == Modified((7,), 0.5)
+    assert parse_steps(texts["single_blocks"], 38)[0] == Modified((0,), 0.0, "attn")

@@ -1,7 +1,9 @@
 """Block importance sweep, as data: which windows to skip, how far each result moved, what to suggest.
 
 A *window* is ``width`` consecutive original blocks of one stream; the sweep skips each window alone
-(sliding by one block) and compares the result with the baseline's: the model as received.
+(sliding by one block) and compares the result with the baseline's: the model as received. With
+``granularity`` attention or MLP, a variant drops only that sub-layer of the window's blocks
+(``3:attn``) instead of skipping them.
 
 Distances, for a baseline ``a`` and a variant ``v`` of the same shape ``[B, ...]``: every batch item
 is flattened and taken in float64, then
@@ -28,11 +30,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ..plan import PlanError, Steps, format_steps, index_range
-from ..rewrite import STREAMS, LayerPlan, apply_rewrite, strategy_rewrite
+from ..plan import PART_NAMES, Modified, PlanError, Steps, format_steps, index_range
+from ..rewrite import STREAMS, LayerPlan, Rewrite, apply_rewrite, check_range, strategy_rewrite
 from .bar_chart import BarPanel
 
 STREAM_CHOICES = ("double_blocks", "single_blocks", "both")
+GRANULARITIES = {"block": "", "attention": "attn", "mlp": "mlp"}  # what a variant drops -> plan part
 MODES = ("full", "fast")
 METRICS = ("latent_cosine", "latent_rel_l2", "image_cosine", "image_rel_l2")
 METRIC_NAMES = {
@@ -52,10 +55,12 @@ class Window:
     stream: str
     first: int
     last: int
+    part: str = ""  # "": the blocks are skipped; "attn" / "mlp": only that sub-layer of each is dropped
 
     @property
     def label(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        blocks = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{blocks}:{self.part}" if self.part else blocks
 
     @property
     def blocks(self) -> range:
@@ -106,8 +111,11 @@ def swept_streams(counts: Mapping[str, int], streams: str) -> list[str]:
     return present
 
 
-def windows(counts: Mapping[str, int], streams: str, width: int) -> list[Window]:
+def windows(counts: Mapping[str, int], streams: str, width: int, granularity: str = "block") -> list[Window]:
     """Every window of ``width`` consecutive blocks of the chosen streams, sliding by one block."""
+    if granularity not in GRANULARITIES:
+        raise SweepError(f"unknown granularity {granularity!r}: choose one of {', '.join(GRANULARITIES)}")
+    part = GRANULARITIES[granularity]
     chosen = swept_streams(counts, streams)
     if width < 1:
         raise SweepError(f"width = {width}: a window holds at least one block")
@@ -115,7 +123,7 @@ def windows(counts: Mapping[str, int], streams: str, width: int) -> list[Window]
         if width > counts[stream]:
             raise SweepError(f"width = {width} is wider than {stream}, which has {counts[stream]} blocks "
                              f"(indices {index_range(counts[stream])})")
-    return [Window(s, first, first + width - 1) for s in chosen for first in range(counts[s] - width + 1)]
+    return [Window(s, first, first + width - 1, part) for s in chosen for first in range(counts[s] - width + 1)]
 
 
 def check_one_order(plan: LayerPlan) -> None:
@@ -127,7 +135,12 @@ def check_one_order(plan: LayerPlan) -> None:
 
 
 def skip_rewrite(plan: LayerPlan, window: Window):
-    return strategy_rewrite(plan.counts, "skip", window.stream, window.first, window.last)
+    """The window's variant: its blocks skipped, or each without the window's sub-layer."""
+    if not window.part:
+        return strategy_rewrite(plan.counts, "skip", window.stream, window.first, window.last)
+    check_range(window.stream, window.first, window.last, plan.counts.get(window.stream, 0))
+    steps = tuple(Modified((i,), 0.0, window.part) for i in window.blocks)
+    return Rewrite(window.stream, window.first, window.last, steps, f"drop {window.stream} {window.label}")
 
 
 def variants(plan: LayerPlan, check: Callable[[str, Steps, int], None],
@@ -243,8 +256,10 @@ def chart_panels(streams: Sequence[str], swept: Sequence[Window], measured: Sequ
     panels = []
     for stream in streams:
         in_stream = [w for w in swept if w.stream == stream]
+        part = in_stream[0].part if in_stream else ""
+        what = f"without its {PART_NAMES[part]}" if part else "skipped"
         panels.append(BarPanel(
-            title=f"{stream}: {METRIC_NAMES[metric]} when skipped (lower = safer to skip)",
+            title=f"{stream}: {METRIC_NAMES[metric]} when {what} (lower = safer to {'drop' if part else 'skip'})",
             subtitle=subtitle,
             labels=[w.label for w in in_stream],
             values=[by_window.get(w) for w in in_stream],
@@ -260,7 +275,7 @@ def chart_panels(streams: Sequence[str], swept: Sequence[Window], measured: Sequ
 def build_report(*, family: str, counts: Mapping[str, int], streams: Sequence[str], width: int, mode: str,
                  metric: str, budget: int, max_distance: float, measured: Sequence[Measured],
                  excluded: Sequence[Excluded], chosen: Sequence[Window], texts: Mapping[str, str],
-                 settings: Mapping[str, object]) -> dict:
+                 settings: Mapping[str, object], granularity: str = "block") -> dict:
     ranked = ranking(measured, metric)
     rank_of = {id(m): i + 1 for i, m in enumerate(ranked)}
     return {
@@ -268,6 +283,7 @@ def build_report(*, family: str, counts: Mapping[str, int], streams: Sequence[st
         "block_counts": dict(counts),
         "streams": list(streams),
         "width": width,
+        "granularity": granularity,
         "mode": mode,
         "metric": metric,
         "settings": dict(settings),

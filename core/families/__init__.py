@@ -9,8 +9,24 @@ from typing import Callable, ContextManager, Mapping
 
 from torch import nn
 
-from ..plan import PlanError, Steps
+from ..plan import PART_NAMES, STREAM_PARTS, SUBLAYERS, PlanError, Steps, format_steps, part_of
 from .layout import Layout
+
+
+@dataclass(frozen=True)
+class SubLayers:
+    """Where a block's attention and MLP contributions to its residual stream(s) come from.
+
+    Each names the block's sub-modules (dotted paths) whose outputs are exactly that part's
+    contribution before its gate: zeroing them drops the part, scaling them scales it. A path a
+    block lacks (SD3's last joint block has no text-stream projection) contributes nothing there.
+    """
+
+    attn: tuple[str, ...]
+    mlp: tuple[str, ...]
+
+    def paths(self, part: str) -> tuple[str, ...]:
+        return getattr(self, part)
 
 
 def no_check(stream: str, steps: Steps, n_blocks: int) -> None:
@@ -45,6 +61,39 @@ class Family:
     # stream -> where a block of that stream takes and returns its hidden states (the probe, parallel
     # steps and the fast sweep read states only through it)
     hidden_states: dict[str, Layout] = field(default_factory=dict)
+    # stream -> where its blocks' attention and MLP contributions are (SubLayers), or why they cannot be
+    # dropped separately (a sentence); a stream not listed refuses ':attn' and ':mlp'
+    sublayers: dict[str, "SubLayers | str"] = field(default_factory=dict)
+
+    def check(self, stream: str, steps: Steps, n_blocks: int) -> None:
+        """Everything this family refuses in an order: its own rule (``check_order``) and parts it lacks."""
+        self.check_order(stream, steps, n_blocks)
+        for step in steps:
+            part = part_of(step)
+            if part:
+                self.check_part(stream, part, step)
+
+    def check_part(self, stream: str, part: str, step=None) -> None:
+        shown = f" (in {format_steps((step,))})" if step is not None else ""
+        kind = self.block_kind(stream)
+        if part in STREAM_PARTS:
+            layout = self.hidden_states.get(stream)
+            if layout is None or not {"image", "text"} <= set(layout.parts):
+                raise PlanError(f"':{part}'{shown} keeps one stream of a double block, but {kind} carry one "
+                                "sequence of text and image tokens; use it on double_blocks")
+        elif part in SUBLAYERS:
+            declared = self.sublayers.get(stream)
+            if isinstance(declared, SubLayers):
+                return
+            why = declared or (f"the {self.name} family does not declare where its {stream} blocks' attention "
+                               "and MLP contributions are")
+            raise PlanError(f"':{part}'{shown} drops the {PART_NAMES[part]} of a block, which {kind} cannot do: "
+                            f"{why}; use a strength on the whole block instead (7@0.5)")
+
+    def block_kind(self, stream: str) -> str:
+        """"Flux single_blocks", "Qwen-Image double_blocks (transformer_blocks)": for messages."""
+        name = self.block_lists.get(stream, stream)
+        return f"{self.name} {stream}" + (f" ({name})" if name != stream else "")
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0

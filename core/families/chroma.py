@@ -19,6 +19,7 @@ from typing import Mapping
 from torch import nn
 
 from . import Family, Layout
+from .flux import FLUX_STYLE_SUBLAYERS
 from ..plan import Steps
 
 _STREAM_OF_KIND = {"double_img": "double_blocks", "double_txt": "double_blocks", "single": "single_blocks"}
@@ -68,6 +69,7 @@ CHROMA = Family(
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     per_call=follow_modulations,
     hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
+    sublayers=FLUX_STYLE_SUBLAYERS,
 )
 
 CHROMA_RADIANCE = dataclasses.replace(

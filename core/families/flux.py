@@ -9,7 +9,14 @@ tokens: refused.
 
 from typing import Mapping
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
+
+# Flux's DoubleStreamBlock and SingleStreamBlock (Chroma and HunyuanVideo run the same classes)
+FLUX_STYLE_SUBLAYERS = {
+    "double_blocks": SubLayers(attn=("img_attn.proj", "txt_attn.proj"), mlp=("img_mlp", "txt_mlp")),
+    "single_blocks": "a single-stream block concatenates its attention output and MLP activations and projects "
+                     "both with one layer (linear2), so neither has an output of its own to drop",
+}
 from ..plan import PlanError, Steps, format_steps
 
 KV_CACHE_PATCH = "KV_Attn_Input"  # comfy_extras.nodes_flux: the attention patch Flux KV Cache adds
@@ -36,4 +43,5 @@ FLUX = Family(
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     check_patches=refuse_reruns_with_kv_cache,
     hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
+    sublayers=FLUX_STYLE_SUBLAYERS,
 )

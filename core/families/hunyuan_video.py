@@ -9,6 +9,7 @@ refiner (``txt_in``) runs before the stack and is left alone.
 """
 
 from . import Family, Layout
+from .flux import FLUX_STYLE_SUBLAYERS
 
 HUNYUAN_VIDEO = Family(
     name="HunyuanVideo",
@@ -17,4 +18,5 @@ HUNYUAN_VIDEO = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
+    sublayers=FLUX_STYLE_SUBLAYERS,
 )

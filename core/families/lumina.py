@@ -12,7 +12,7 @@ after block i depends on i alone. Following the block (more control-layer runs f
 goes back) gives every block its own residual; a parallel group, which has no one index, is refused.
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 LUMINA2 = Family(
     name="Lumina2",
@@ -20,4 +20,6 @@ LUMINA2 = Family(
     block_lists={"single_blocks": "layers"},
     index_patches={"single_blocks": "double_block"},
     hidden_states={"single_blocks": Layout.of(x="text+image")},
+    # each output is normalised (RMSNorm, so zero stays zero) and gated before it is added
+    sublayers={"single_blocks": SubLayers(attn=("attention",), mlp=("feed_forward",))},
 )

@@ -7,7 +7,7 @@ block-index patches (``patches["double_block"]`` with ``"block_index": i``: Diff
 control) and ControlNet residuals ``control["input"][i]``; all follow their block.
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 QWEN_IMAGE = Family(
     name="Qwen-Image",
@@ -18,4 +18,6 @@ QWEN_IMAGE = Family(
     index_patches={"double_blocks": "double_block"},
     hidden_states={"double_blocks": Layout.of(hidden_states="image", encoder_hidden_states="text",
                                               returns=("text", "image"))},
+    # the joint attention module returns both streams' projected outputs
+    sublayers={"double_blocks": SubLayers(attn=("attn",), mlp=("img_mlp", "txt_mlp"))},
 )

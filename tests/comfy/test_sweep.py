@@ -12,6 +12,7 @@ import comfy.samplers
 import comfy.utils
 from dit_layer_lab.core.experiments.fast_sweep import FastSweep
 from dit_layer_lab.core.experiments.sweep import SweepError
+from dit_layer_lab.core.patching import layer_plan
 from dit_layer_lab.core.plan import parse_steps
 from dit_layer_lab.nodes.reorder import LayerLabPlan, LayerLabReverse, LayerLabSkip
 from dit_layer_lab.nodes.sampling import decode
@@ -56,11 +57,11 @@ def setup(name, batch=1):
 
 
 def sweep(model, positive, negative, latent, streams="both", width=1, mode="full", metric="latent_cosine",
-          budget=2, max_distance=0.0, vae=None):
+          budget=2, max_distance=0.0, vae=None, granularity="block"):
     with torch.inference_mode():
         out = LayerLabImportanceSweep.execute(model, positive, negative, {"samples": latent}, SEED, STEPS, CFG,
                                               "euler", "simple", 1.0, streams, width, mode, PERCENT, metric, budget,
-                                              max_distance, vae)
+                                              max_distance, vae, granularity)
     chart, report, double, single = out.args
     return chart, json.loads(report), double, single
 
@@ -191,6 +192,37 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
         assert got["latent_rel_l2"] == pytest.approx(rel, rel=1e-9)
     assert report["settings"]["held_state_bytes"] > 0
     assert_unchanged(model, base)
+
+
+@pytest.mark.parametrize("name, granularity, refused", [
+    ("flux", "attention", "single_blocks"),
+    ("qwen_image", "mlp", None),
+    ("z_image", "attention", None),
+    ("auraflow", "mlp", "both"),
+])
+def test_sub_layer_granularity_equals_one_evaluation_of_each_plan(name, granularity, refused):
+    model, positive, negative, latent = setup(name)
+    part = {"attention": "attn", "mlp": "mlp"}[granularity]
+    _, report, double, single = sweep(model, positive, negative, latent, mode="fast", granularity=granularity)
+    assert report["granularity"] == granularity
+    found = by_window(report)
+    excluded = {(e["stream"], e["blocks"]): e["reason"] for e in report["excluded"]}
+    counts = layer_plan(model).counts
+    reference_baseline = one_evaluation(model, positive, negative, latent)
+    for stream, n in counts.items():
+        for i in range(n):
+            label = f"{i}:{part}"
+            if refused in (stream, "both"):
+                assert "cannot do" in excluded[(stream, label)] and (stream, label) not in found
+                continue
+            texts = {"double_blocks": "all", "single_blocks": "all",
+                     stream: ", ".join(label if j == i else str(j) for j in range(n))}
+            planned = LayerLabPlan.execute(model, texts["double_blocks"], texts["single_blocks"], 0.0, 1.0).args[0]
+            naive = one_evaluation(planned, positive, negative, latent)
+            cos, _ = numpy_distances(reference_baseline, naive)
+            assert found[(stream, label)]["distances"]["latent_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-13)
+    for text in (double, single):
+        assert text == "all" or f":{part}" in text
 
 
 def test_fast_mode_with_a_batch_and_cfg_keeps_one_call_per_evaluation_in_step():
