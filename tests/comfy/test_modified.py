@@ -27,7 +27,12 @@ STATES = {
                    {"double_blocks": ("encoder_hidden_states", "hidden_states")}),
     "lumina2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "z_image": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "hidream": ({"double_blocks": (("image_tokens", "image"), ("text_tokens", "text")),
+                 "single_blocks": (("image_tokens", "both"),)},
+                {"double_blocks": ("image_tokens", "text_tokens"), "single_blocks": ("image_tokens",)}),
 }
+# the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
+HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
 FLUX_LAYERS = {"double_blocks": {"attn": ("img_attn.proj", "txt_attn.proj"), "mlp": ("img_mlp.2", "txt_mlp.2")}}
 # family -> stream -> part -> the linear layers whose outputs are that part's contribution (before its gate)
 LAYERS = {
@@ -39,6 +44,9 @@ LAYERS = {
                                      "mlp": ("img_mlp.net.2", "txt_mlp.net.2")}},
     "lumina2": {"single_blocks": {"attn": ("attention.out",), "mlp": ("feed_forward.w2",)}},
     "z_image": {"single_blocks": {"attn": ("attention.out",), "mlp": ("feed_forward.w2",)}},
+    "hidream": {"double_blocks": {"attn": ("block.attn1.to_out", "block.attn1.to_out_t"),
+                                  "mlp": (*HIDREAM_MOE, "block.ff_t.w2")},
+                "single_blocks": {"attn": ("block.attn1.to_out",), "mlp": HIDREAM_MOE}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
