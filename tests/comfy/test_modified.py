@@ -30,6 +30,7 @@ STATES = {
     "hidream": ({"double_blocks": (("image_tokens", "image"), ("text_tokens", "text")),
                  "single_blocks": (("image_tokens", "both"),)},
                 {"double_blocks": ("image_tokens", "text_tokens"), "single_blocks": ("image_tokens",)}),
+    "pixart": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -47,6 +48,7 @@ LAYERS = {
     "hidream": {"double_blocks": {"attn": ("block.attn1.to_out", "block.attn1.to_out_t"),
                                   "mlp": (*HIDREAM_MOE, "block.ff_t.w2")},
                 "single_blocks": {"attn": ("block.attn1.to_out",), "mlp": HIDREAM_MOE}},
+    "pixart": {"single_blocks": {"attn": ("attn.proj", "cross_attn.proj"), "mlp": ("mlp.fc2",)}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
