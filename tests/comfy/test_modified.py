@@ -31,6 +31,7 @@ STATES = {
                  "single_blocks": (("image_tokens", "both"),)},
                 {"double_blocks": ("image_tokens", "text_tokens"), "single_blocks": ("image_tokens",)}),
     "pixart": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "omnigen2": ({"single_blocks": (("hidden_states", "both"),)}, {"single_blocks": ("hidden_states",)}),
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -49,6 +50,8 @@ LAYERS = {
                                   "mlp": (*HIDREAM_MOE, "block.ff_t.w2")},
                 "single_blocks": {"attn": ("block.attn1.to_out",), "mlp": HIDREAM_MOE}},
     "pixart": {"single_blocks": {"attn": ("attn.proj", "cross_attn.proj"), "mlp": ("mlp.fc2",)}},
+    # the norms after attention and MLP (RMSNorm: scaling its weight scales its output)
+    "omnigen2": {"single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
