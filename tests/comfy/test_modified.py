@@ -32,6 +32,9 @@ STATES = {
                 {"double_blocks": ("image_tokens", "text_tokens"), "single_blocks": ("image_tokens",)}),
     "pixart": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "omnigen2": ({"single_blocks": (("hidden_states", "both"),)}, {"single_blocks": ("hidden_states",)}),
+    "boogu": ({"double_blocks": (("img_hidden_states", "image"), ("instruct_hidden_states", "text")),
+               "single_blocks": (("hidden_states", "both"),)},
+              {"double_blocks": ("img_hidden_states", "instruct_hidden_states"), "single_blocks": ("hidden_states",)}),
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -52,6 +55,9 @@ LAYERS = {
     "pixart": {"single_blocks": {"attn": ("attn.proj", "cross_attn.proj"), "mlp": ("mlp.fc2",)}},
     # the norms after attention and MLP (RMSNorm: scaling its weight scales its output)
     "omnigen2": {"single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
+    "boogu": {"double_blocks": {"attn": ("img_attn_norm", "instruct_attn_norm", "img_self_attn_norm"),
+                                "mlp": ("img_ffn_norm2", "instruct_ffn_norm2")},
+              "single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
