@@ -37,6 +37,7 @@ STATES = {
               {"double_blocks": ("img_hidden_states", "instruct_hidden_states"), "single_blocks": ("hidden_states",)}),
     "krea2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "ernie_image": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "ideogram4": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -62,6 +63,7 @@ LAYERS = {
               "single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
     "krea2": {"single_blocks": {"attn": ("attn.wo",), "mlp": ("mlp.down",)}},
     "ernie_image": {"single_blocks": {"attn": ("self_attention.to_out.0",), "mlp": ("mlp.linear_fc2",)}},
+    "ideogram4": {"single_blocks": {"attn": ("attention_norm2",), "mlp": ("ffn_norm2",)}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
