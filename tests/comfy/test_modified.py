@@ -19,7 +19,8 @@ FLUX_STATES = {"double_blocks": (("img", "image"), ("txt", "text")), "single_blo
 # family -> stream -> the block's state parameters in call order (name, which stream), and the return order
 STATES = {
     **{name: (FLUX_STATES, {"double_blocks": ("img", "txt"), "single_blocks": ("x",)})
-       for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance", "hunyuan_image21")},
+       for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance", "hunyuan_image21",
+                     "hunyuan_video", "hunyuan_video15")},
     "sd3": ({"double_blocks": (("context", "text"), ("x", "image"))}, {"double_blocks": ("context", "x")}),
     "auraflow": ({"double_blocks": (("c", "text"), ("x", "image")), "single_blocks": (("cx", "both"),)},
                  {"double_blocks": ("c", "x"), "single_blocks": ("cx",)}),
@@ -45,7 +46,7 @@ FLUX_LAYERS = {"double_blocks": {"attn": ("img_attn.proj", "txt_attn.proj"), "ml
 # family -> stream -> part -> the linear layers whose outputs are that part's contribution (before its gate)
 LAYERS = {
     **{name: FLUX_LAYERS for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance",
-                                      "hunyuan_image21")},
+                                      "hunyuan_image21", "hunyuan_video", "hunyuan_video15")},
     "sd3": {"double_blocks": {"attn": ("context_block.attn.proj", "x_block.attn.proj"),
                               "mlp": ("context_block.mlp.fc2", "x_block.mlp.fc2")}},
     "qwen_image": {"double_blocks": {"attn": ("attn.to_out.0", "attn.to_add_out"),
@@ -70,6 +71,7 @@ REFUSED = {
     "flux": ("single_blocks", "Flux single_blocks cannot do: a single-stream block concatenates"),
     "chroma": ("single_blocks", "Chroma single_blocks cannot do"),
     "hunyuan_image21": ("single_blocks", "HunyuanVideo single_blocks cannot do"),
+    "hunyuan_video": ("single_blocks", "HunyuanVideo single_blocks cannot do"),
     "auraflow": ("double_blocks", "AuraFlow double_blocks \\(double_layers\\) cannot do: its blocks add only the MLP"),
 }
 BLOCK = 1  # the block every test modifies (never SD3's last)
