@@ -40,6 +40,8 @@ STATES = {
     "ernie_image": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "ideogram4": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "ltxv": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    **{name: ({"single_blocks": (("x_B_T_H_W_D", "both"),)}, {"single_blocks": ("x_B_T_H_W_D",)})
+       for name in ("cosmos_predict2", "anima")},
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -67,6 +69,8 @@ LAYERS = {
     "ernie_image": {"single_blocks": {"attn": ("self_attention.to_out.0",), "mlp": ("mlp.linear_fc2",)}},
     "ideogram4": {"single_blocks": {"attn": ("attention_norm2",), "mlp": ("ffn_norm2",)}},
     "ltxv": {"single_blocks": {"attn": ("attn1.to_out.0", "attn2.to_out.0"), "mlp": ("ff.net.2",)}},
+    **{name: {"single_blocks": {"attn": ("self_attn.output_proj", "cross_attn.output_proj"), "mlp": ("mlp.layer2",)}}
+       for name in ("cosmos_predict2", "anima")},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
