@@ -42,6 +42,7 @@ STATES = {
     "ltxv": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     **{name: ({"single_blocks": (("x_B_T_H_W_D", "both"),)}, {"single_blocks": ("x_B_T_H_W_D",)})
        for name in ("cosmos_predict2", "anima")},
+    "kandinsky5": ({"single_blocks": (("visual_embed", "both"),)}, {"single_blocks": ("visual_embed",)}),
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -71,6 +72,8 @@ LAYERS = {
     "ltxv": {"single_blocks": {"attn": ("attn1.to_out.0", "attn2.to_out.0"), "mlp": ("ff.net.2",)}},
     **{name: {"single_blocks": {"attn": ("self_attn.output_proj", "cross_attn.output_proj"), "mlp": ("mlp.layer2",)}}
        for name in ("cosmos_predict2", "anima")},
+    "kandinsky5": {"single_blocks": {"attn": ("self_attention.out_layer", "cross_attention.out_layer"),
+                                     "mlp": ("feed_forward.out_layer",)}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
