@@ -45,6 +45,8 @@ class Family:
     # stream -> where a block of that stream takes and returns its hidden states (the probe, parallel
     # steps and the fast sweep read states only through it)
     hidden_states: dict[str, Layout] = field(default_factory=dict)
+    # "module.Class" of known subclasses refused -> (model name, why): they run their own loop
+    refused: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0
@@ -76,8 +78,9 @@ def all_families() -> tuple[Family, ...]:
     from .lumina import LUMINA2
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
+    from .wan import WAN
 
-    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO
+    return FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, WAN
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).
@@ -117,8 +120,9 @@ def detect(diffusion_model: nn.Module) -> Family:
         if qualified in family.classes:
             return family
     names = ", ".join(f.name for f in all_families())
-    if qualified in NOT_SUPPORTED:
-        model, why = NOT_SUPPORTED[qualified]
+    refused = {**NOT_SUPPORTED, **{k: v for f in all_families() for k, v in f.refused.items()}}
+    if qualified in refused:
+        model, why = refused[qualified]
         raise PlanError(f"{model} ({qualified}) is not supported: {why} (supported: {names})")
     for base in cls.__mro__[1:]:
         family = next((f for f in all_families() if _qualified(base) in f.classes), None)

@@ -363,7 +363,7 @@ def test_schemas_have_tooltips(loras):
 
 # families of test_reorder.FAMILIES checked here; key formats by how ComfyUI's key map spells them
 KEY_MAP_FAMILIES = ["flux2", "longcat", "chroma_radiance", "qwen_image", "lumina2", "z_image",
-                    "hunyuan_image21"]
+                    "hunyuan_image21", "wan", "wan22_5b"]
 KEY_FORMATS = {"native": "diffusion_model.", "kohya": "lora_unet_", "diffusers": "transformer."}
 
 

@@ -34,12 +34,15 @@ FAMILIES = {
                         {"double_blocks/image": 3, "double_blocks/text": 3, "single_blocks": 3}),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"single_blocks": 4}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"single_blocks": 4}),
+    "wan": (lambda: tm.tiny_wan(blocks=3), {"single_blocks": 4}),
+    "wan22_5b": (lambda: tm.tiny_wan22_5b(blocks=3), {"single_blocks": 4}),
 }
 
 
 FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "Chroma",
                 "chroma_radiance": "Chroma Radiance", "sd3": "SD3", "auraflow": "AuraFlow", "qwen_image": "Qwen-Image",
-                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo"}
+                "lumina2": "Lumina2", "z_image": "Lumina2", "hunyuan_image21": "HunyuanVideo",
+                "wan": "Wan", "wan_i2v": "Wan", "wan22_5b": "Wan"}
 
 
 def state(parameter, position):
@@ -69,6 +72,8 @@ HOOKED = {
     "hunyuan_image21": (lambda: tm.tiny_hunyuan_image21(double=2, single=3), FLUX_STATES),
     "lumina2": (lambda: tm.tiny_lumina2(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "z_image": (lambda: tm.tiny_z_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "wan": (lambda: tm.tiny_wan(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
+    "wan_i2v": (lambda: tm.tiny_wan_i2v(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
 }
 
 
@@ -100,7 +105,8 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     options = repr(model.model_options)
     dit = model.model.diffusion_model
     lists = {attr: getattr(dit, attr) for attr in ("double_blocks", "single_blocks", "joint_blocks", "double_layers",
-                                                     "single_layers", "transformer_blocks", "layers") if hasattr(dit, attr)}
+                                                     "single_layers", "transformer_blocks", "layers", "blocks")
+             if hasattr(dit, attr)}
     before = plain(model, inputs)
 
     image, sampled, report = probe(model, inputs)

@@ -31,6 +31,8 @@ BUILDERS = {
     "hunyuan_image21": lambda: tm.tiny_hunyuan_image21(double=2, single=3),
     "lumina2": lambda: tm.tiny_lumina2(blocks=3),
     "z_image": lambda: tm.tiny_z_image(blocks=3),
+    "wan": lambda: tm.tiny_wan(blocks=3),
+    "wan22_5b": lambda: tm.tiny_wan22_5b(blocks=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 
@@ -83,7 +85,7 @@ def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
     counts = {}
     dit = model.model.diffusion_model
     for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers", "transformer_blocks")),
-                         ("single_blocks", ("single_blocks", "single_layers", "layers"))):
+                         ("single_blocks", ("single_blocks", "single_layers", "layers", "blocks"))):
         counts[stream] = next((len(getattr(dit, a)) for a in attr if hasattr(dit, a)), 0)
     return [(s, f, f + width - 1) for s in streams for f in range(counts[s] - width + 1)]
 
@@ -92,7 +94,7 @@ def snapshot(model):
     return ({k: v.clone() for k, v in model.model.state_dict().items()}, repr(model.model_options),
             {name: list(getattr(model.model.diffusion_model, name))
              for name in ("double_blocks", "single_blocks", "joint_blocks", "double_layers", "single_layers",
-                          "transformer_blocks", "layers")
+                          "transformer_blocks", "layers", "blocks")
              if hasattr(model.model.diffusion_model, name)})
 
 
