@@ -67,7 +67,7 @@ class LayerLabSimilarityProbe(io.ComfyNode):
             probed.remove_wrappers_with_key(APPLY_MODEL, PROBE_WRAPPER_KEY)
             probe.release()
         report, panels = build(measured, family=plan.family, steps=steps, evaluations=probe.evaluations,
-                               aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
+                               frames=probe.frames, aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
                                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
                                order=plan.summary(), held_bytes=probe.peak_bytes)
         image = torch.from_numpy(to_float_array(render(panels)))

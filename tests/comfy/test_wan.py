@@ -2,6 +2,7 @@
 and the tiny models are configured as ComfyUI's detection reads a Wan checkpoint."""
 
 import inspect
+import json
 import re
 
 import pytest
@@ -119,3 +120,31 @@ def test_the_tiny_config_is_what_comfyui_detects_from_its_weights(kind):
     assert type(config).__name__ == DETECTED[kind]
     assert type(model.model.model_config).__name__ == DETECTED[kind]
     assert type(model.model.diffusion_model).__qualname__ == "WanModel"
+
+
+# ------------------------------------------------------------------ the probe over video frames
+
+
+def probe_report(model, frames, max_tokens, size=8):
+    from dit_layer_lab.nodes.probe import LayerLabSimilarityProbe
+
+    positive, negative = tm.conditioning(model)
+    latent = tm.latent(model, size, size, frames=frames)
+    with torch.inference_mode():
+        out = LayerLabSimilarityProbe.execute(model, positive, negative, {"samples": latent}, 3, 2, 2.0, "euler",
+                                              "simple", 1.0, "per_step", max_tokens)
+    return json.loads(out.args[2])
+
+
+def test_the_probe_reports_the_frames_and_holds_one_steps_states_at_max_tokens_whatever_the_clip_length():
+    model = tm.tiny_wan(blocks=3)
+    short, long = probe_report(model, 1, 16), probe_report(model, 16, 16)
+    assert (short["frames"], long["frames"]) == (1, 16)
+    tokens_per_frame = (8 // 2) * (8 // 2)
+    for report, frames in ((short, 1), (long, 16)):
+        entry = report["streams"]["single_blocks"]
+        assert (entry["tokens"], entry["total_tokens"]) == (16, frames * tokens_per_frame)
+    rows, samples, channels = 4, 1, tm.WAN_DIM  # "in" + 3 blocks, the conditional row, float32
+    assert short["held_bytes"] == long["held_bytes"] == rows * samples * 16 * channels * 4
+    every = probe_report(model, 16, 0)
+    assert every["held_bytes"] == 16 * long["held_bytes"]  # every token of 16 frames: 16 times as many
