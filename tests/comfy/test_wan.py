@@ -106,6 +106,30 @@ def test_each_wan_variant_is_refused_by_name_with_its_reason(qualified):
         LayerLabPlan.execute(other, "all", "all", 0.0, 1.0)
 
 
+def test_a_lora_patch_stays_on_its_block_and_weights_restore_after_unload():
+    import comfy.model_management
+
+    model = twin("wan")
+    inputs = inputs_of(model)
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    key = "diffusion_model.blocks.1.self_attn.q.weight"
+    delta = torch.randn(before[key].shape, generator=torch.Generator().manual_seed(3)) * 0.2
+    lora = model.clone()
+    lora.add_patches({key: (delta,)}, 1.0)
+    got = run(planned(lora), inputs)
+
+    steps = parse_steps(PLAN, 4)
+    reference = reference_model("wan", {"single_blocks": steps})
+    with torch.inference_mode():  # position 1 runs block 1
+        reference.model.diffusion_model.blocks[1].block.self_attn.q.weight += delta
+    assert torch.equal(got, run(reference, inputs))
+
+    comfy.model_management.unload_all_models()
+    after = model.model.state_dict()
+    assert [k for k in before if not torch.equal(after[k], before[k])] == []
+    assert list(after) == list(before)
+
+
 # kind -> the config class ComfyUI picks for a checkpoint of that shape
 DETECTED = {"t2v": "WAN21_T2V", "i2v": "WAN21_I2V", "ti2v_5b": "WAN22_T2V"}
 
