@@ -233,12 +233,12 @@ def section(name: str):
 
 def main():
     parser = command_line(__doc__, rounds=7)
-    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance"], default=None)
+    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance", "video"], default=None)
     args = parser.parse_args()
     prepare(args)
     if args.only in (None, "plan"):
         plan_section(args.preset, args.device, args.steps, args.rounds)
-    for name in ("probe", "sweep", "guidance"):  # sections in their own files, each with run(args)
+    for name in ("probe", "sweep", "guidance", "video"):  # sections in their own files, each with run(args)
         if args.only in (None, name):
             section(f"{name}_cost").run(args)
 

@@ -42,7 +42,7 @@ class LayerLabPlanGrid(io.ComfyNode):
                         "sampled; the model you connect is never changed.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image or HunyuanImage 2.1). It runs "
+                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2). It runs "
                                                 "as received for the baseline; each line's plan is applied on top "
                                                 "of any plan it already carries."),
                 io.Vae.Input("vae", tooltip="The VAE that decodes every variant's latent, as for VAE Decode."),

@@ -32,7 +32,7 @@ def selection_inputs() -> list:
     return [
         io.Model.Input("model",
                        tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                               "Lumina 2 / Z-Image or HunyuanImage 2.1) the LoRA is for."),
+                               "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2) the LoRA is for."),
         io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                        tooltip="The LoRA file, from your loras folder. Any key format ComfyUI's own LoRA "
                                "loader reads works (kohya, diffusers / ai-toolkit, ComfyUI)."),

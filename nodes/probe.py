@@ -27,7 +27,7 @@ class LayerLabSimilarityProbe(io.ComfyNode):
                         "first / middle / last groups and reports the middle range as original block indices.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image or HunyuanImage 2.1); "
+                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2); "
                                                 "a model with a Layer Lab plan is probed in its planned order."),
                 io.Conditioning.Input("positive", tooltip="The prompt to probe with, as for KSampler. Only its rows are captured."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler; its half of the batch is never captured."),
@@ -67,7 +67,7 @@ class LayerLabSimilarityProbe(io.ComfyNode):
             probed.remove_wrappers_with_key(APPLY_MODEL, PROBE_WRAPPER_KEY)
             probe.release()
         report, panels = build(measured, family=plan.family, steps=steps, evaluations=probe.evaluations,
-                               aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
+                               frames=probe.frames, aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
                                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
                                order=plan.summary(), held_bytes=probe.peak_bytes)
         image = torch.from_numpy(to_float_array(render(panels)))

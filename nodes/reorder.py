@@ -31,10 +31,11 @@ def window_inputs() -> list:
 def range_inputs() -> list:
     return [
         io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                        "Lumina 2 / Z-Image or HunyuanImage 2.1)."),
+                                        "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2)."),
         io.Combo.Input("stream", options=list(STREAMS), default="double_blocks",
                        tooltip="Which block list: double_blocks (dual-stream: SD3's joint blocks, Qwen-Image's "
-                               "transformer blocks) or single_blocks (single-stream: Lumina 2 / Z-Image layers)."),
+                               "transformer blocks) or single_blocks (single-stream: Lumina 2 / Z-Image layers, "
+                               "Wan blocks)."),
         io.Int.Input("first", default=0, min=0, max=999,
                      tooltip="First block of the range, as an original block index."),
         io.Int.Input("last", default=0, min=0, max=999,
@@ -63,7 +64,7 @@ class LayerLabPlan(io.ComfyNode):
             description="Run the model's blocks in the order you type, for each stream. " + PLAN_HELP,
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image or HunyuanImage 2.1)."),
+                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2)."),
                 io.String.Input("double_blocks", default="all", multiline=False,
                                 tooltip="Plan for the double-stream blocks (SD3: joint blocks). " + PLAN_HELP),
                 io.String.Input("single_blocks", default="all", multiline=False,

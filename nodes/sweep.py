@@ -36,7 +36,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
                         "ready for Layer Lab Plan.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image or HunyuanImage 2.1). A model "
+                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2). A model "
                                                 "that already carries a Layer Lab plan is swept in its planned order."),
                 io.Conditioning.Input("positive", tooltip="The prompt, as for KSampler."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler."),

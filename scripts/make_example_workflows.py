@@ -359,6 +359,65 @@ def sd35_plan_guidance(g: Graph):
                        "under the plan and moves the result away from it: cfg + 3 * (cond - cond under the plan). "
                        "The first node is core's Skip Layer Guidance on joint blocks 7-9, bit for bit; the second "
                        "guides away from those blocks without their attention only. Same seed for all three.")
+VIDEO_PROMPT = "a red fox trotting through a snowy birch forest at dawn, the camera tracking beside it, soft light"
+VIDEO_NEGATIVE = "static, blurry, low quality, jpeg artifacts, deformed"
+WAN22_SETTINGS = dict(seed=42, steps=20, cfg=5.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+
+
+def wan22_base(g: Graph, length: int, width: int = 1280, height: int = 704):
+    """Wan 2.2 TI2V 5B loaders, prompt and an empty video latent, as in ComfyUI's own Wan 2.2 5B template."""
+    unet = g.add("UNETLoader", (0, 0), unet_name="wan2.2_ti2v_5B_fp16.safetensors")
+    sampling = g.add("ModelSamplingSD3", (360, -120), inputs={"model": unet.out("MODEL")}, shift=8.0)
+    clip = g.add("CLIPLoader", (0, 160), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan")
+    vae = g.add("VAELoader", (0, 360), vae_name="wan2.2_vae.safetensors")
+    positive = g.add("CLIPTextEncode", (360, 60), inputs={"clip": clip.out("CLIP")}, text=VIDEO_PROMPT)
+    negative = g.add("CLIPTextEncode", (360, 300), inputs={"clip": clip.out("CLIP")}, text=VIDEO_NEGATIVE)
+    latent = g.add("Wan22ImageToVideoLatent", (360, 540), inputs={"vae": vae.out("VAE")}, width=width,
+                   height=height, length=length)
+    return sampling, vae, positive, negative, latent
+
+
+def save_video(g: Graph, pos, images, prefix: str):
+    x, y = pos
+    video = g.add("CreateVideo", (x, y), inputs={"images": images}, fps=24)
+    g.add("SaveVideo", (x + 360, y), inputs={"video": video.out("VIDEO")}, filename_prefix=prefix)
+
+
+def wan22_probe(g: Graph):
+    model, vae, positive, negative, latent = wan22_base(g, length=121)
+    probe = g.add("LayerLabSimilarityProbe", (760, 0),
+                  inputs=sampling_inputs(model.out("MODEL"), positive, negative, latent), **WAN22_SETTINGS)
+    g.add("PreviewImage", (1120, 0), inputs={"images": probe.out("heatmap")})
+    g.add("PreviewAny", (1480, 0), inputs={"source": probe.out("report")})
+    frames = g.add("VAEDecode", (1120, 420), inputs={"samples": probe.out("LATENT"), "vae": vae.out("VAE")})
+    save_video(g, (1480, 420), frames.out("IMAGE"), "layer_lab/wan22_probe")
+    note(g, (0, -220), "**Wan 2.2 similarity probe.** Samples a 121-frame clip (31 latent frames) like KSampler "
+                       "and draws the cosine similarity of the video tokens after each of the 30 blocks. "
+                       "`max_tokens` keeps the same token positions for every block and step, an equal share "
+                       "from every latent frame, so memory does not grow with the clip. The title and the "
+                       "report say how many frames and tokens were used.")
+
+
+WAN22_PLANS = """\
+# Wan 2.2 TI2V 5B: 30 blocks, one list (single_blocks). One variant per line; the baseline comes first.
+skip 12-17: single_blocks=0-11, 18-29
+skip 10-19: single_blocks=0-9, 20-29
+reverse 10-19: single_blocks=0-9, 19-10, 20-29
+parallel 12-17: single_blocks=0-11, [12-17], 18-29"""
+
+
+def wan22_skip_grid(g: Graph):
+    model, vae, positive, negative, latent = wan22_base(g, length=17, width=640, height=352)
+    links = sampling_inputs(model.out("MODEL"), positive, negative, latent)
+    grid = g.add("LayerLabPlanGrid", (760, 0), inputs={"model": links.pop("model"), "vae": vae.out("VAE"), **links},
+                 **WAN22_SETTINGS, plans=WAN22_PLANS)
+    g.add("SaveImage", (1120, 0), inputs={"images": grid.out("grid")}, filename_prefix="layer_lab/wan22_skip_grid")
+    g.add("PreviewAny", (1120, 420), inputs={"source": grid.out("report")})
+    save_video(g, (1480, 0), grid.out("images"), "layer_lab/wan22_skip_grid")
+    note(g, (0, -220), "**Wan 2.2 skip grid.** The same prompt and noise with the unchanged model and with each "
+                       "plan line: middle blocks skipped, reversed or run in parallel. A short 17-frame clip: "
+                       "the grid has one row per frame and one column per variant; the video plays the "
+                       "variants one after another.")
 
 
 WORKFLOWS = {
@@ -374,6 +433,8 @@ WORKFLOWS = {
     "z_image_plan_grid": z_image_plan_grid,
     "flux2_similarity_probe": flux2_probe,
     "sd35_plan_guidance": sd35_plan_guidance,
+    "wan22_similarity_probe": wan22_probe,
+    "wan22_skip_grid": wan22_skip_grid,
 }
 
 

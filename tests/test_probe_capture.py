@@ -10,6 +10,7 @@ from dit_layer_lab.core.executor import planned_order
 from dit_layer_lab.core.families import Layout
 from dit_layer_lab.core.plan import PlanError, parse_steps
 from dit_layer_lab.core.probe import Probe, ProbeError, check_single_order
+from dit_layer_lab.core.probe.capture import latent_frames
 from dit_layer_lab.core.rewrite import LayerPlan, strategy_rewrite
 
 from toy_dit import TOY, ToyDiT
@@ -191,3 +192,24 @@ def test_bad_settings_name_the_valid_choices():
     with pytest.raises(ProbeError, match="does not describe the hidden states of its single_blocks"):
         Probe(TOY).wrap_step("single_blocks", 0, (0,), ToyDiT().single_blocks[0])
     assert issubclass(ProbeError, ValueError) and not issubclass(ProbeError, PlanError)
+
+
+def test_the_frames_of_a_video_latent_are_reported_and_its_tokens_spread_over_them():
+    assert (latent_frames(torch.zeros(1, 16, 5, 4, 4)), latent_frames(torch.zeros(1, 16, 4, 4))) == (5, 1)
+    probe = Probe(FAMILY, max_tokens=3)
+    img, txt, vec = batch(0)
+    video = torch.zeros(4, 16, 3, 2, 2)  # [B, C, T, H, W]: 3 frames; the toy's 6 image tokens stand for 3 x 2
+    dit = ToyDiT()
+
+    def executor(x, t, c_concat, c_crossattn, control, transformer_options):
+        with planned_order(dit, FAMILY, IDENTITY, transformer_options, None, probe.wrap_step) as (options, _):
+            return dit(img.clone(), txt.clone(), vec, transformer_options=options)
+
+    with torch.no_grad():
+        for _ in range(2):
+            probe.around_call(executor, video, None, transformer_options={"cond_or_uncond": COND_OR_UNCOND})
+    assert probe.frames == 3 and probe.evaluations == 2
+    image = next(m for m in probe.results() if m.key == "double_blocks/image")
+    assert (image.tokens, image.total_tokens) == (3, 6)
+    kept = [tokens for key, tokens in probe._subsets.items() if key[:3] == ("double_blocks/image", 6, 3)]
+    assert len(kept) == 1 and (kept[0] // 2).tolist() == [0, 1, 2]  # one token of each frame

@@ -58,3 +58,12 @@ def test_json_text_round_trips_with_one_line_per_matrix_row():
     text = to_json(report)
     assert json.loads(text) == json.loads(json.dumps(report))
     assert len(text.splitlines()) < 120
+
+
+def test_the_title_says_how_many_frames_and_tokens_were_used():
+    m = measured([(i,) for i in range(4)], [0, 1, 1, 2], key="single_blocks", part="image")
+    report, panels = build([m], family="Wan", aggregate="per_step", frames=16)
+    assert report["frames"] == 16 and report["streams"]["single_blocks"]["tokens"] == 64
+    assert panels[0].title == "Wan single_blocks - image (per_step), 16 frames, 64/256 tokens"
+    assert build([m], family="Flux")[1][0].title == "Flux single_blocks - image, 1 frame, 64/256 tokens"
+    assert build([m], family="Wan", frames=[4, 5])[1][0].title == "Wan single_blocks - image, 4/5 frames, 64/256 tokens"

@@ -141,3 +141,21 @@ def test_cond_rows_split_the_batch_equally_among_entries():
     assert cond_rows(2, [1]) == []
     with pytest.raises(ProbeError, match="cannot be split"):
         cond_rows(3, [0, 1])
+
+
+def test_token_subset_gives_every_frame_an_equal_share():
+    frames, per_frame = 16, 60
+    subset = token_subset(frames * per_frame, 100, seed=3, frames=frames)
+    assert subset.tolist() == sorted(set(subset.tolist())) and len(subset) == 100
+    shares = torch.bincount(subset // per_frame, minlength=frames)
+    assert sorted(shares.tolist()) == [6] * 12 + [7] * 4  # 100 = 16 * 6 + 4
+    assert torch.equal(subset, token_subset(frames * per_frame, 100, seed=3, frames=frames))
+    assert not torch.equal(subset, token_subset(frames * per_frame, 100, seed=4, frames=frames))
+    # 3 tokens per frame, 32 kept: 2 of each frame's
+    assert token_subset(48, 32, seed=0, frames=16).div(3, rounding_mode="floor").bincount().tolist() == [2] * 16
+
+
+def test_token_subset_draws_from_all_tokens_when_they_do_not_divide_into_frames():
+    subset = token_subset(101, 10, seed=3, frames=4)
+    assert len(subset) == 10 and subset.max() < 101
+    assert torch.equal(subset, token_subset(101, 10, seed=3))

@@ -94,6 +94,8 @@ class Family:
         """"Flux single_blocks", "Qwen-Image double_blocks (transformer_blocks)": for messages."""
         name = self.block_lists.get(stream, stream)
         return f"{self.name} {stream}" + (f" ({name})" if name != stream else "")
+    # "module.Class" of known subclasses refused -> (model name, why): they run their own loop
+    refused: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0
@@ -135,9 +137,11 @@ def all_families() -> tuple[Family, ...]:
     from .pixart import PIXART
     from .qwen_image import QWEN_IMAGE
     from .sd3 import SD3
+    from .wan import WAN
 
     return (FLUX, CHROMA, CHROMA_RADIANCE, SD3, AURAFLOW, QWEN_IMAGE, LUMINA2, HUNYUAN_VIDEO, HIDREAM,
-            PIXART, OMNIGEN2, BOOGU, KREA2, ERNIE_IMAGE, IDEOGRAM4, LTXV, LTX2, COSMOS_PREDICT2, ANIMA, KANDINSKY5)
+            PIXART, OMNIGEN2, BOOGU, KREA2, ERNIE_IMAGE, IDEOGRAM4, LTXV, LTX2, COSMOS_PREDICT2, ANIMA, KANDINSKY5,
+            WAN)
 
 
 # Known diffusion-model classes the pack refuses, and why (a model not listed here is refused too).
@@ -171,8 +175,9 @@ def detect(diffusion_model: nn.Module) -> Family:
         if qualified in family.classes:
             return family
     names = ", ".join(f.name for f in all_families())
-    if qualified in NOT_SUPPORTED:
-        model, why = NOT_SUPPORTED[qualified]
+    refused = {**NOT_SUPPORTED, **{k: v for f in all_families() for k, v in f.refused.items()}}
+    if qualified in refused:
+        model, why = refused[qualified]
         raise PlanError(f"{model} ({qualified}) is not supported: {why} (supported: {names})")
     for base in cls.__mro__[1:]:
         family = next((f for f in all_families() if _qualified(base) in f.classes), None)

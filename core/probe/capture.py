@@ -49,6 +49,11 @@ def cond_rows(batch: int, cond_or_uncond) -> list[int] | None:
     return None if len(rows) == batch else rows
 
 
+def latent_frames(x: torch.Tensor) -> int:
+    """Frames of the latent a model is called with: T of a video latent ``[B, C, T, H, W]``, else 1."""
+    return x.shape[2] if x.ndim == 5 else 1
+
+
 def check_single_order(plan: LayerPlan) -> None:
     """The probe compares one execution order; refuse a plan whose order changes during sampling."""
     if plan.order_changes_during_sampling:
@@ -76,6 +81,7 @@ class _Capture:
     """One evaluation being captured, in the thread that runs it."""
 
     rows: torch.Tensor | None  # the conditional rows; None: all
+    frames: int = 1  # of the latent the model is called with
     seen: dict[str, list[Step]] = field(default_factory=dict)  # per stream, the steps recorded so far
 
 
@@ -144,6 +150,7 @@ class Probe:
         self.tracks: dict[tuple[str, str], Track] = {}
         self.evaluations = 0
         self.peak_bytes = 0
+        self._frames: set[int] = set()
         self._subsets: dict[tuple, torch.Tensor | None] = {}
         # ComfyUI 0.33 calls per-device clones of a model from threads, all with this one probe: what
         # one evaluation is capturing is the calling thread's own, and one evaluation is captured at a time
@@ -170,22 +177,22 @@ class Probe:
         rows = cond_rows(x.shape[0], transformer_options.get("cond_or_uncond"))
         if rows == [] or self.capturing:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        with self.evaluation(None if rows is None else torch.tensor(rows, device=x.device)):
+        with self.evaluation(None if rows is None else torch.tensor(rows, device=x.device), latent_frames(x)):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     @contextlib.contextmanager
-    def evaluation(self, rows: torch.Tensor | None):
-        """Around one model evaluation whose rows ``rows`` (None: all) are conditional."""
+    def evaluation(self, rows: torch.Tensor | None, frames: int = 1):
+        """Around one model evaluation whose rows ``rows`` (None: all) are conditional, on a latent of ``frames``."""
         with self._one_at_a_time:
-            self._local.capture = _Capture(rows)
+            self._local.capture = _Capture(rows, frames)
             completed = False
             try:
                 yield self
                 completed = True
             finally:
-                self._end(completed)
+                self._end(completed, frames)
 
-    def _end(self, completed: bool) -> None:
+    def _end(self, completed: bool, frames: int) -> None:
         self._local.capture = None
         tracks = list(self.tracks.values())
         if not completed:
@@ -196,6 +203,13 @@ class Probe:
             for track in tracks:
                 track.end()
             self.evaluations += 1
+            self._frames.add(frames)
+
+    @property
+    def frames(self) -> int | list[int]:
+        """The latent frames of the evaluations captured (a list where they differ, as with context windows)."""
+        counts = sorted(self._frames) or [1]
+        return counts[0] if len(counts) == 1 else counts
 
     # ------------------------------------------------------------------ the executor's hook
 
@@ -231,7 +245,7 @@ class Probe:
                     continue
                 track = self._track(stream, part, len(parts))
                 total = token_count(value)
-                tokens = self._subset(track.key, total, value.device)
+                tokens = self._subset(track.key, total, self._capture.frames, value.device)
                 track.tokens, track.total_tokens = total if tokens is None else len(tokens), total
                 track.add(label, step, flat_copy(value, self._capture.rows, tokens))
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
@@ -243,10 +257,10 @@ class Probe:
             track = self.tracks[(stream, part)] = Track(stream, part, key, self.aggregate)
         return track
 
-    def _subset(self, key: str, n_tokens: int, device) -> torch.Tensor | None:
-        cache_key = (key, n_tokens, str(device))
+    def _subset(self, key: str, n_tokens: int, frames: int, device) -> torch.Tensor | None:
+        cache_key = (key, n_tokens, frames, str(device))
         if cache_key not in self._subsets:
-            tokens = token_subset(n_tokens, self.max_tokens, self.seed)
+            tokens = token_subset(n_tokens, self.max_tokens, self.seed, frames)
             self._subsets[cache_key] = None if tokens is None else tokens.to(device)
         return self._subsets[cache_key]
 

@@ -2,7 +2,8 @@
 
 Layout, in pixels: every panel is ``PANEL_W`` x ``PANEL_H``; panels fill a grid of
 ceil(sqrt(n)) columns row by row on a white background, so the image is
-``columns * PANEL_W`` x ``grid_rows * PANEL_H``. In a panel: a title and a subtitle on top; the
+``columns * PANEL_W`` x ``grid_rows * PANEL_H``. In a panel: a title (in the text size when it is too
+long for the title size) and a subtitle on top; the
 ``HEAT`` x ``HEAT`` heatmap at (``LEFT``, ``TOP``), row 0 at the top left; block labels left of
 it (rows) and below it (columns), thinned to every k-th when they would overlap; group outlines
 on the diagonal; right of it the colorbar (``BAR_W`` wide, ``HEAT`` high, the highest value on
@@ -131,6 +132,8 @@ def _panel(image, draw, fonts, origin, panel: Panel) -> None:
         draw.rectangle([x0 + LEFT + a, y0 + TOP + a, x0 + LEFT + b, y0 + TOP + b], outline=OUTLINE, width=2)
 
     _axis_labels(draw, font, (x0, y0), panel.labels, n)
+    if _size(draw, panel.title, title_font)[0] > PANEL_W - 12:  # a long title (frames, tokens) in the text size
+        title_font = font
     _text(draw, (x0 + LEFT + HEAT // 2, y0 + 6), _fit(draw, panel.title, title_font, PANEL_W - 12), title_font, "mt")
     _text(draw, (x0 + LEFT + HEAT // 2, y0 + 32), _fit(draw, panel.subtitle, font, PANEL_W - 12), font, "mt")
     _text(draw, (x0 + LEFT + HEAT // 2, y0 + TOP + HEAT + BOTTOM - 6), "block, in execution order", font, "mb")

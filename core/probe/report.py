@@ -86,7 +86,14 @@ def build(measured: list[Measured], **meta) -> tuple[dict, list[Panel]]:
 
 def _title(meta: dict, m: Measured) -> str:
     aggregate = f" ({meta['aggregate']})" if meta.get("aggregate") else ""
-    return f"{meta.get('family', '')} {m.stream} - {m.part}{aggregate}".strip()
+    return f"{meta.get('family', '')} {m.stream} - {m.part}{aggregate}, {_frames(meta.get('frames', 1))}, " \
+           f"{m.tokens}/{m.total_tokens} tokens".lstrip()
+
+
+def _frames(frames) -> str:
+    if isinstance(frames, list):
+        return f"{'/'.join(map(str, frames))} frames"
+    return f"{frames} frame" + ("" if frames == 1 else "s")
 
 
 def _subtitle(groups: list[dict], middle: dict | None) -> str:

@@ -32,12 +32,23 @@ class ProbeError(ValueError):
     """A probe that cannot measure what it was asked to, with the reason."""
 
 
-def token_subset(n_tokens: int, max_tokens: int, seed: int) -> torch.Tensor | None:
-    """Sorted positions of ``max_tokens`` tokens out of ``n_tokens``, fixed by ``seed``; None for all."""
+def token_subset(n_tokens: int, max_tokens: int, seed: int, frames: int = 1) -> torch.Tensor | None:
+    """Sorted positions of ``max_tokens`` tokens out of ``n_tokens``, fixed by ``seed``; None for all.
+
+    With ``frames`` > 1 and tokens that divide evenly into them (a video's frame-major sequence), every
+    frame gets an equal share of the positions (one more for ``max_tokens % frames`` frames drawn at
+    random), so a clip's last frames weigh as much as its first; otherwise positions are drawn from all.
+    """
     if max_tokens <= 0 or max_tokens >= n_tokens:
         return None
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n_tokens, generator=generator)[:max_tokens].sort().values
+    if frames <= 1 or n_tokens % frames:
+        return torch.randperm(n_tokens, generator=generator)[:max_tokens].sort().values
+    per_frame = n_tokens // frames
+    counts = torch.full((frames,), max_tokens // frames)
+    counts[torch.randperm(frames, generator=generator)[:max_tokens % frames]] += 1
+    return torch.cat([frame * per_frame + torch.randperm(per_frame, generator=generator)[:count]
+                      for frame, count in enumerate(counts.tolist())]).sort().values
 
 
 def token_count(state: torch.Tensor) -> int:

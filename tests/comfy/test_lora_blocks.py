@@ -364,7 +364,8 @@ def test_schemas_have_tooltips(loras):
 # families of test_reorder.FAMILIES checked here; key formats by how ComfyUI's key map spells them
 KEY_MAP_FAMILIES = ["flux2", "longcat", "chroma_radiance", "qwen_image", "lumina2", "z_image",
                     "hunyuan_image21", "hidream", "pixart", "omnigen2", "boogu", "krea2", "ernie_image", "ideogram4",
-                    "hunyuan_video", "hunyuan_video15", "ltxv", "ltx2", "cosmos_predict2", "anima", "kandinsky5"]
+                    "hunyuan_video", "hunyuan_video15", "ltxv", "ltx2", "cosmos_predict2", "anima", "kandinsky5",
+                    "wan", "wan22_5b"]
 KEY_FORMATS = {"native": "diffusion_model.", "kohya": "lora_unet_", "diffusers": "transformer."}
 
 

@@ -51,6 +51,8 @@ FAMILIES = {
     "krea2": (lambda: tm.tiny_krea2(blocks=3), {"single_blocks": 4}),
     "ernie_image": (lambda: tm.tiny_ernie_image(blocks=3), {"single_blocks": 4}),
     "ideogram4": (lambda: tm.tiny_ideogram4(blocks=3), {"single_blocks": 4}),
+    "wan": (lambda: tm.tiny_wan(blocks=3), {"single_blocks": 4}),
+    "wan22_5b": (lambda: tm.tiny_wan22_5b(blocks=3), {"single_blocks": 4}),
 }
 
 
@@ -60,7 +62,8 @@ FAMILY_NAMES = {"flux": "Flux", "flux2": "Flux", "longcat": "Flux", "chroma": "C
                 "hidream": "HiDream", "pixart": "PixArt", "omnigen2": "OmniGen2", "boogu": "Boogu", "krea2": "Krea2",
                 "ernie_image": "Ernie-Image", "ideogram4": "Ideogram4",
                 "hunyuan_video": "HunyuanVideo", "hunyuan_video15": "HunyuanVideo", "ltxv": "LTXV", "ltx2": "LTX-2",
-                "cosmos_predict2": "Cosmos Predict2", "anima": "Anima", "kandinsky5": "Kandinsky 5"}
+                "cosmos_predict2": "Cosmos Predict2", "anima": "Anima", "kandinsky5": "Kandinsky 5",
+                "wan": "Wan", "wan_i2v": "Wan", "wan22_5b": "Wan"}
 
 
 def state(parameter, position):
@@ -116,6 +119,8 @@ HOOKED = {
     "krea2": (lambda: tm.tiny_krea2(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
     "ernie_image": (lambda: tm.tiny_ernie_image(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
     "ideogram4": (lambda: tm.tiny_ideogram4(blocks=3), {"layers": {"single_blocks": (state("x", 0), output())}}),
+    "wan": (lambda: tm.tiny_wan(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
+    "wan_i2v": (lambda: tm.tiny_wan_i2v(blocks=3), {"blocks": {"single_blocks": (state("x", 0), output())}}),
 }
 
 

@@ -46,6 +46,8 @@ BUILDERS = {
     "krea2": lambda: tm.tiny_krea2(blocks=3),
     "ernie_image": lambda: tm.tiny_ernie_image(blocks=3),
     "ideogram4": lambda: tm.tiny_ideogram4(blocks=3),
+    "wan": lambda: tm.tiny_wan(blocks=3),
+    "wan22_5b": lambda: tm.tiny_wan22_5b(blocks=3),
 }
 STREAM_OF = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}
 
@@ -98,7 +100,7 @@ def windows_of(model, width=1, streams=("double_blocks", "single_blocks")):
     counts = {}
     dit = model.model.diffusion_model
     for stream, attr in (("double_blocks", ("double_blocks", "joint_blocks", "double_layers", "transformer_blocks")),
-                         ("single_blocks", ("single_blocks", "single_layers", "layers"))):
+                         ("single_blocks", ("single_blocks", "single_layers", "layers", "blocks"))):
         counts[stream] = next((len(getattr(dit, a)) for a in attr if hasattr(dit, a)), 0)
     return [(s, f, f + width - 1) for s in streams for f in range(counts[s] - width + 1)]
 

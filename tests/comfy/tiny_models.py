@@ -362,6 +362,38 @@ def tiny_kandinsky5(blocks=4, seed=0):
     }, seed)
 
 
+WAN_DIM = 128  # ComfyUI reads Wan's head count off a checkpoint as dim // 128: one head
+
+
+def wan_config(blocks, kind="t2v"):
+    """The unet config ComfyUI's detection reads off a Wan checkpoint of this shape, tiny widths.
+
+    ``kind``: "t2v" (Wan 2.1 T2V, Wan 2.2 T2V 14B: 16 latent channels), "i2v" (Wan 2.1 I2V: CLIP image
+    embedding, 36 input channels) or "ti2v_5b" (Wan 2.2 TI2V 5B: 48 channels in and out, its own latent).
+    """
+    in_dim, out_dim = {"t2v": (16, 16), "i2v": (36, 16), "ti2v_5b": (48, 48)}[kind]
+    return {"image_model": "wan2.1", "model_type": "i2v" if kind == "i2v" else "t2v",
+            "dim": WAN_DIM, "out_dim": out_dim, "num_heads": 1, "ffn_dim": 2 * WAN_DIM, "num_layers": blocks,
+            "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+            "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim}
+
+
+def tiny_wan(blocks=4, kind="t2v", seed=0):
+    """Wan (``WanModel``): ``blocks``, single-stream video blocks; the config class as ComfyUI picks it."""
+    import comfy.model_detection
+
+    config = wan_config(blocks, kind)
+    return _build(type(comfy.model_detection.model_config_from_unet_config(dict(config))), config, seed)
+
+
+def tiny_wan_i2v(blocks=4, seed=0):
+    return tiny_wan(blocks, "i2v", seed)
+
+
+def tiny_wan22_5b(blocks=4, seed=0):
+    return tiny_wan(blocks, "ti2v_5b", seed)
+
+
 FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_klein, "longcat": tiny_longcat,
             "chroma": tiny_chroma, "chroma_radiance": tiny_chroma_radiance, "sd3": tiny_sd3, "auraflow": tiny_auraflow,
             "qwen_image": tiny_qwen_image, "lumina2": tiny_lumina2, "z_image": tiny_z_image,
@@ -369,7 +401,8 @@ FAMILIES = {"flux": tiny_flux, "flux2": tiny_flux2, "flux2_klein": tiny_flux2_kl
             "pixart": tiny_pixart, "omnigen2": tiny_omnigen2, "boogu": tiny_boogu, "krea2": tiny_krea2,
             "ernie_image": tiny_ernie_image, "ideogram4": tiny_ideogram4, "hunyuan_video": tiny_hunyuan_video,
             "hunyuan_video15": tiny_hunyuan_video15, "ltxv": tiny_ltxv, "ltx2": tiny_ltx2,
-            "cosmos_predict2": tiny_cosmos_predict2, "anima": tiny_anima, "kandinsky5": tiny_kandinsky5}
+            "cosmos_predict2": tiny_cosmos_predict2, "anima": tiny_anima, "kandinsky5": tiny_kandinsky5, "wan": tiny_wan,
+            "wan_i2v": tiny_wan_i2v, "wan22_5b": tiny_wan22_5b}
 
 
 def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
@@ -403,12 +436,16 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         context_dim, pooled_dim = config["crossattn_emb_channels"], None
     elif "caption_channels" in config:  # PixArt, LTXV; LTX-2's encoder output holds video and audio text side by side
         context_dim, pooled_dim = config["caption_channels"] * (2 if config["image_model"] == "ltxav" else 1), None
+    elif config.get("image_model") == "wan2.1":  # umT5 states, 4096 wide
+        context_dim, pooled_dim = config.get("text_dim", 4096), None
     else:
         context_dim, pooled_dim = config["context_in_dim"], config["vec_in_dim"]
     generator = torch.Generator().manual_seed(seed)
 
     def one():
         extra = {"pooled_output": None if pooled_dim is None else torch.randn(batch, pooled_dim, generator=generator)}
+        if config.get("model_type") == "i2v":  # Wan I2V: CLIP vision states, as WanImageToVideo adds them
+            extra["clip_vision_output"] = ClipVisionOutput(torch.randn(batch, 4, 1280, generator=generator))
         if config.get("guidance_embed"):
             extra["guidance"] = guidance
         if config.get("image_model") in ("omnigen2", "boogu", "ltxv"):  # their loops (LTXV: its T5 mask) read it
@@ -419,6 +456,11 @@ def conditioning(model, seed=0, tokens=8, batch=1, guidance=3.5):
         return [[torch.randn(batch, tokens, context_dim, generator=generator), extra]]
 
     return one(), one()
+
+
+class ClipVisionOutput:
+    def __init__(self, penultimate_hidden_states):
+        self.penultimate_hidden_states = penultimate_hidden_states
 
 
 IMAGE_MODELS_ON_VIDEO_LATENTS = ("krea2",)  # image models on Wan's 3-D latent: one frame
