@@ -43,6 +43,7 @@ STATES = {
     **{name: ({"single_blocks": (("x_B_T_H_W_D", "both"),)}, {"single_blocks": ("x_B_T_H_W_D",)})
        for name in ("cosmos_predict2", "anima")},
     "kandinsky5": ({"single_blocks": (("visual_embed", "both"),)}, {"single_blocks": ("visual_embed",)}),
+    **{name: ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}) for name in ("wan", "wan_i2v", "wan22_5b")},
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -74,6 +75,8 @@ LAYERS = {
        for name in ("cosmos_predict2", "anima")},
     "kandinsky5": {"single_blocks": {"attn": ("self_attention.out_layer", "cross_attention.out_layer"),
                                      "mlp": ("feed_forward.out_layer",)}},
+    **{name: {"single_blocks": {"attn": ("self_attn.o", "cross_attn.o"), "mlp": ("ffn.2",)}}
+       for name in ("wan", "wan_i2v", "wan22_5b")},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
