@@ -54,4 +54,8 @@ LTX2 = Family(
     replace_kinds={"single_blocks": "double_block"},
     check_patches=check_stg,
     hidden_states={"single_blocks": Layout.of(x=("video", "audio"))},
+    # in each stream: self-attention, cross-attention to its text and to the other stream (all gated)
+    sublayers={"single_blocks": SubLayers(
+        attn=("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn"),
+        mlp=("ff", "audio_ff"))},
 )

@@ -44,6 +44,7 @@ STATES = {
        for name in ("cosmos_predict2", "anima")},
     "kandinsky5": ({"single_blocks": (("visual_embed", "both"),)}, {"single_blocks": ("visual_embed",)}),
     **{name: ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}) for name in ("wan", "wan_i2v", "wan22_5b")},
+    "ltx2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),  # x is (video, audio)
 }
 # the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
 HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
@@ -77,6 +78,10 @@ LAYERS = {
                                      "mlp": ("feed_forward.out_layer",)}},
     **{name: {"single_blocks": {"attn": ("self_attn.o", "cross_attn.o"), "mlp": ("ffn.2",)}}
        for name in ("wan", "wan_i2v", "wan22_5b")},
+    "ltx2": {"single_blocks": {
+        "attn": tuple(f"{a}.to_out.0" for a in ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn",
+                                                "video_to_audio_attn")),
+        "mlp": ("ff.net.2", "audio_ff.net.2")}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
@@ -114,14 +119,22 @@ class KeepUpdate(nn.Module):
         before = {}
         for j, (name, which) in enumerate(self.takes):
             value = kwargs[name] if name in kwargs else args[j]
-            before[name] = (value.clone(), self.keep[which])
+            before[name] = (_each(torch.clone, value), self.keep[which])
         out = self.block(*args, **kwargs)
-        outs = dict(zip(self.returns, out if isinstance(out, tuple) else (out,)))
+        # one state may itself be a tuple (LTX-2's (video, audio)): then the block returns that tuple
+        outs = dict(zip(self.returns, out)) if len(self.returns) > 1 else {self.returns[0]: out}
         for name, (old, s) in before.items():
             if outs[name] is not None and s != 1.0:  # all of the update is the block's own output
-                outs[name] = old if s == 0.0 else old + s * (outs[name] - old)
+                outs[name] = old if s == 0.0 else _each(lambda o, n: o + s * (n - o), old, outs[name])
         values = tuple(outs[name] for name in self.returns)
-        return values if isinstance(out, tuple) else values[0]
+        return values if len(values) > 1 else values[0]
+
+
+def _each(fn, *values):
+    """``fn`` on tensors, or on each member of tuples of tensors."""
+    if isinstance(values[0], tuple):
+        return tuple(fn(*members) for members in zip(*values))
+    return fn(*values)
 
 
 def reference_keep(name, stream, keep):
