@@ -10,13 +10,16 @@ makes the block's own; nothing else.
 
 import dataclasses
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 COSMOS_PREDICT2 = Family(
     name="Cosmos Predict2",
     classes=("comfy.ldm.cosmos.predict2.MiniTrainDIT",),
     block_lists={"single_blocks": "blocks"},
     hidden_states={"single_blocks": Layout.of(x_B_T_H_W_D="image")},
+    # self-attention and cross-attention to the text (each gated) are both the attention part; a block's
+    # extra positional embedding, where the model has one, is added before them and stays
+    sublayers={"single_blocks": SubLayers(attn=("self_attn", "cross_attn"), mlp=("mlp",))},
 )
 
 ANIMA = dataclasses.replace(COSMOS_PREDICT2, name="Anima", classes=("comfy.ldm.anima.model.Anima",))

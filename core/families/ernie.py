@@ -3,11 +3,12 @@
 Every layer gets the same shared modulation; the loop hands out nothing by position.
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 ERNIE_IMAGE = Family(
     name="Ernie-Image",
     classes=("comfy.ldm.ernie.model.ErnieImageModel",),
     block_lists={"single_blocks": "layers"},
     hidden_states={"single_blocks": Layout.of(x="text+image")},
+    sublayers={"single_blocks": SubLayers(attn=("self_attention",), mlp=("mlp",))},  # each gated and added
 )

@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 from ..plan import Steps
 
 STREAMS = (("double_blocks", "double_stream_blocks"), ("single_blocks", "single_stream_blocks"))
@@ -86,4 +86,8 @@ HIDREAM = Family(
     # by keyword; a single block's sequence is image, text, then its own LLM tokens
     hidden_states={"double_blocks": Layout.of(image_tokens="image", text_tokens="text"),
                    "single_blocks": Layout.of(image_tokens="text+image")},
+    # the joint attention returns both streams' projected outputs; ff_i is a mixture of experts whose
+    # output (shared expert plus routed ones) is all of the image MLP's contribution
+    sublayers={"double_blocks": SubLayers(attn=("block.attn1",), mlp=("block.ff_i", "block.ff_t")),
+               "single_blocks": SubLayers(attn=("block.attn1",), mlp=("block.ff_i",))},
 )

@@ -10,7 +10,7 @@ own ``original_block`` for such a patch calls the block with parameter names it 
 a patch that calls it fails, with or without a plan.)
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 KANDINSKY5 = Family(
     name="Kandinsky 5",
@@ -18,4 +18,6 @@ KANDINSKY5 = Family(
     block_lists={"single_blocks": "visual_transformer_blocks"},
     replace_kinds={"single_blocks": "double_block"},
     hidden_states={"single_blocks": Layout.of(visual_embed="image")},
+    # self-attention and cross-attention to the text (each gated) are both the attention part
+    sublayers={"single_blocks": SubLayers(attn=("self_attention", "cross_attention"), mlp=("feed_forward",))},
 )

@@ -15,7 +15,7 @@ perturbed position on another block, or split a parallel group across it, is ref
 
 from typing import Mapping
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 from ..plan import PlanError, Steps, format_steps
 
 STG = "stg_self_attn_blocks"
@@ -43,6 +43,8 @@ LTXV = Family(
     block_lists={"single_blocks": "transformer_blocks"},
     replace_kinds={"single_blocks": "double_block"},
     hidden_states={"single_blocks": Layout.of(x="image")},
+    # self-attention (gated) and cross-attention to the text (gated or not) are both the attention part
+    sublayers={"single_blocks": SubLayers(attn=("attn1", "attn2"), mlp=("ff",))},
 )
 
 LTX2 = Family(
@@ -52,4 +54,8 @@ LTX2 = Family(
     replace_kinds={"single_blocks": "double_block"},
     check_patches=check_stg,
     hidden_states={"single_blocks": Layout.of(x=("video", "audio"))},
+    # in each stream: self-attention, cross-attention to its text and to the other stream (all gated)
+    sublayers={"single_blocks": SubLayers(
+        attn=("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn"),
+        mlp=("ff", "audio_ff"))},
 )

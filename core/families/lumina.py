@@ -20,6 +20,7 @@ LUMINA2 = Family(
     block_lists={"single_blocks": "layers"},
     index_patches={"single_blocks": "double_block"},
     hidden_states={"single_blocks": Layout.of(x="text+image")},
-    # each output is normalised (RMSNorm, so zero stays zero) and gated before it is added
-    sublayers={"single_blocks": SubLayers(attn=("attention",), mlp=("feed_forward",))},
+    # each output is RMS-normalised before its gate: the norms' outputs are the contributions (a scaled
+    # attention output would come out of its norm unscaled, so 7:attn@0.5 would change nothing)
+    sublayers={"single_blocks": SubLayers(attn=("attention_norm2",), mlp=("ffn_norm2",))},
 )

@@ -5,11 +5,14 @@
 hands out nothing by position.
 """
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 
 OMNIGEN2 = Family(
     name="OmniGen2",
     classes=("comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel",),
     block_lists={"single_blocks": "layers"},
     hidden_states={"single_blocks": Layout.of(hidden_states="text+image")},
+    # each output is RMS-normalised before its gate: the norms' outputs are the contributions (a scaled
+    # attention output would come out of its norm unscaled)
+    sublayers={"single_blocks": SubLayers(attn=("norm2",), mlp=("ffn_norm2",))},
 )

@@ -17,7 +17,7 @@ Wan's other classes keep more data by loop position and are refused, each with i
 
 from typing import Mapping
 
-from . import Family, Layout
+from . import Family, Layout, SubLayers
 from ..plan import PlanError, Steps
 
 UNI3C_PATCH = "WanUni3CCnetPatch"  # comfy_extras.nodes_model_patch: the block-index patch Uni3C adds
@@ -68,5 +68,8 @@ WAN = Family(
     index_patches={"single_blocks": "double_block"},
     check_patches=refuse_reorders_with_uni3c,
     hidden_states={"single_blocks": Layout.of(x="image")},
+    # self-attention (gated) and cross-attention to the text (and image, for I2V; added as it is) are both
+    # the attention part
+    sublayers={"single_blocks": SubLayers(attn=("self_attn", "cross_attn"), mlp=("ffn",))},
     refused=WAN_VARIANTS,
 )

@@ -19,7 +19,8 @@ FLUX_STATES = {"double_blocks": (("img", "image"), ("txt", "text")), "single_blo
 # family -> stream -> the block's state parameters in call order (name, which stream), and the return order
 STATES = {
     **{name: (FLUX_STATES, {"double_blocks": ("img", "txt"), "single_blocks": ("x",)})
-       for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance", "hunyuan_image21")},
+       for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance", "hunyuan_image21",
+                     "hunyuan_video", "hunyuan_video15")},
     "sd3": ({"double_blocks": (("context", "text"), ("x", "image"))}, {"double_blocks": ("context", "x")}),
     "auraflow": ({"double_blocks": (("c", "text"), ("x", "image")), "single_blocks": (("cx", "both"),)},
                  {"double_blocks": ("c", "x"), "single_blocks": ("cx",)}),
@@ -27,24 +28,67 @@ STATES = {
                    {"double_blocks": ("encoder_hidden_states", "hidden_states")}),
     "lumina2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
     "z_image": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "hidream": ({"double_blocks": (("image_tokens", "image"), ("text_tokens", "text")),
+                 "single_blocks": (("image_tokens", "both"),)},
+                {"double_blocks": ("image_tokens", "text_tokens"), "single_blocks": ("image_tokens",)}),
+    "pixart": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "omnigen2": ({"single_blocks": (("hidden_states", "both"),)}, {"single_blocks": ("hidden_states",)}),
+    "boogu": ({"double_blocks": (("img_hidden_states", "image"), ("instruct_hidden_states", "text")),
+               "single_blocks": (("hidden_states", "both"),)},
+              {"double_blocks": ("img_hidden_states", "instruct_hidden_states"), "single_blocks": ("hidden_states",)}),
+    "krea2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "ernie_image": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "ideogram4": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    "ltxv": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),
+    **{name: ({"single_blocks": (("x_B_T_H_W_D", "both"),)}, {"single_blocks": ("x_B_T_H_W_D",)})
+       for name in ("cosmos_predict2", "anima")},
+    "kandinsky5": ({"single_blocks": (("visual_embed", "both"),)}, {"single_blocks": ("visual_embed",)}),
+    **{name: ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}) for name in ("wan", "wan_i2v", "wan22_5b")},
+    "ltx2": ({"single_blocks": (("x", "both"),)}, {"single_blocks": ("x",)}),  # x is (video, audio)
 }
+# the tiny HiDream's image MLP: a shared expert and 4 routed ones, their outputs weighted and summed
+HIDREAM_MOE = ("block.ff_i.shared_experts.w2", *(f"block.ff_i.experts.{i}.w2" for i in range(4)))
 FLUX_LAYERS = {"double_blocks": {"attn": ("img_attn.proj", "txt_attn.proj"), "mlp": ("img_mlp.2", "txt_mlp.2")}}
 # family -> stream -> part -> the linear layers whose outputs are that part's contribution (before its gate)
 LAYERS = {
     **{name: FLUX_LAYERS for name in ("flux", "flux2", "flux2_klein", "longcat", "chroma", "chroma_radiance",
-                                      "hunyuan_image21")},
+                                      "hunyuan_image21", "hunyuan_video", "hunyuan_video15")},
     "sd3": {"double_blocks": {"attn": ("context_block.attn.proj", "x_block.attn.proj"),
                               "mlp": ("context_block.mlp.fc2", "x_block.mlp.fc2")}},
     "qwen_image": {"double_blocks": {"attn": ("attn.to_out.0", "attn.to_add_out"),
                                      "mlp": ("img_mlp.net.2", "txt_mlp.net.2")}},
-    "lumina2": {"single_blocks": {"attn": ("attention.out",), "mlp": ("feed_forward.w2",)}},
-    "z_image": {"single_blocks": {"attn": ("attention.out",), "mlp": ("feed_forward.w2",)}},
+    "lumina2": {"single_blocks": {"attn": ("attention_norm2",), "mlp": ("ffn_norm2",)}},
+    "z_image": {"single_blocks": {"attn": ("attention_norm2",), "mlp": ("ffn_norm2",)}},
+    "hidream": {"double_blocks": {"attn": ("block.attn1.to_out", "block.attn1.to_out_t"),
+                                  "mlp": (*HIDREAM_MOE, "block.ff_t.w2")},
+                "single_blocks": {"attn": ("block.attn1.to_out",), "mlp": HIDREAM_MOE}},
+    "pixart": {"single_blocks": {"attn": ("attn.proj", "cross_attn.proj"), "mlp": ("mlp.fc2",)}},
+    # the norms after attention and MLP (RMSNorm: scaling its weight scales its output)
+    "omnigen2": {"single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
+    "boogu": {"double_blocks": {"attn": ("img_attn_norm", "instruct_attn_norm", "img_self_attn_norm"),
+                                "mlp": ("img_ffn_norm2", "instruct_ffn_norm2")},
+              "single_blocks": {"attn": ("norm2",), "mlp": ("ffn_norm2",)}},
+    "krea2": {"single_blocks": {"attn": ("attn.wo",), "mlp": ("mlp.down",)}},
+    "ernie_image": {"single_blocks": {"attn": ("self_attention.to_out.0",), "mlp": ("mlp.linear_fc2",)}},
+    "ideogram4": {"single_blocks": {"attn": ("attention_norm2",), "mlp": ("ffn_norm2",)}},
+    "ltxv": {"single_blocks": {"attn": ("attn1.to_out.0", "attn2.to_out.0"), "mlp": ("ff.net.2",)}},
+    **{name: {"single_blocks": {"attn": ("self_attn.output_proj", "cross_attn.output_proj"), "mlp": ("mlp.layer2",)}}
+       for name in ("cosmos_predict2", "anima")},
+    "kandinsky5": {"single_blocks": {"attn": ("self_attention.out_layer", "cross_attention.out_layer"),
+                                     "mlp": ("feed_forward.out_layer",)}},
+    **{name: {"single_blocks": {"attn": ("self_attn.o", "cross_attn.o"), "mlp": ("ffn.2",)}}
+       for name in ("wan", "wan_i2v", "wan22_5b")},
+    "ltx2": {"single_blocks": {
+        "attn": tuple(f"{a}.to_out.0" for a in ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn",
+                                                "video_to_audio_attn")),
+        "mlp": ("ff.net.2", "audio_ff.net.2")}},
 }
 # what the pack refuses, and a fragment of why
 REFUSED = {
     "flux": ("single_blocks", "Flux single_blocks cannot do: a single-stream block concatenates"),
     "chroma": ("single_blocks", "Chroma single_blocks cannot do"),
     "hunyuan_image21": ("single_blocks", "HunyuanVideo single_blocks cannot do"),
+    "hunyuan_video": ("single_blocks", "HunyuanVideo single_blocks cannot do"),
     "auraflow": ("double_blocks", "AuraFlow double_blocks \\(double_layers\\) cannot do: its blocks add only the MLP"),
 }
 BLOCK = 1  # the block every test modifies (never SD3's last)
@@ -75,14 +119,22 @@ class KeepUpdate(nn.Module):
         before = {}
         for j, (name, which) in enumerate(self.takes):
             value = kwargs[name] if name in kwargs else args[j]
-            before[name] = (value.clone(), self.keep[which])
+            before[name] = (_each(torch.clone, value), self.keep[which])
         out = self.block(*args, **kwargs)
-        outs = dict(zip(self.returns, out if isinstance(out, tuple) else (out,)))
+        # one state may itself be a tuple (LTX-2's (video, audio)): then the block returns that tuple
+        outs = dict(zip(self.returns, out)) if len(self.returns) > 1 else {self.returns[0]: out}
         for name, (old, s) in before.items():
             if outs[name] is not None and s != 1.0:  # all of the update is the block's own output
-                outs[name] = old if s == 0.0 else old + s * (outs[name] - old)
+                outs[name] = old if s == 0.0 else _each(lambda o, n: o + s * (n - o), old, outs[name])
         values = tuple(outs[name] for name in self.returns)
-        return values if isinstance(out, tuple) else values[0]
+        return values if len(values) > 1 else values[0]
+
+
+def _each(fn, *values):
+    """``fn`` on tensors, or on each member of tuples of tensors."""
+    if isinstance(values[0], tuple):
+        return tuple(fn(*members) for members in zip(*values))
+    return fn(*values)
 
 
 def reference_keep(name, stream, keep):
