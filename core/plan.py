@@ -119,7 +119,7 @@ class PlanError(ValueError):
 
     def with_note(self, note: str) -> "PlanError":
         """The same error with ``note`` (what the streams are on this model) added to its reason."""
-        return PlanError(f"{self.reason}; {note}", self.text, self.position, self.token) if note else self
+        return PlanError(f"{self.reason.rstrip('.')}; {note}", self.text, self.position, self.token) if note else self
 
     def for_stream(self, stream: str, n_blocks: int) -> "PlanError":
         """The same error, also naming the valid indices of the stream it was meant for."""

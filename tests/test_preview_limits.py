@@ -121,7 +121,9 @@ def test_the_heaviest_requests_within_the_limits_are_answered_quickly(name):
     assert len(raw) <= MAX_BODY
     start = time.perf_counter()
     status, answer = server_routes.respond(raw)
-    assert time.perf_counter() - start < 1.0
+    # a guard against runaway work (a quadratic parse takes minutes here), not a speed figure: these
+    # answer in about 0.2 s on a quiet machine, and a loaded 2-core CI machine must not fail it
+    assert time.perf_counter() - start < 10.0
     assert (status == 200 and answer["refused"] is None) or "at most" in (answer.get("error") or answer["refused"])
     assert len(json.dumps(answer)) < 1_000_000
 

@@ -10,6 +10,7 @@ tokens: refused.
 from typing import Mapping
 
 from . import Family, Layout, SubLayers
+from ..plan import PlanError, Steps, format_steps
 
 # Flux's DoubleStreamBlock and SingleStreamBlock (Chroma and HunyuanVideo run the same classes)
 FLUX_STYLE_SUBLAYERS = {
@@ -17,7 +18,6 @@ FLUX_STYLE_SUBLAYERS = {
     "single_blocks": "a single-stream block concatenates its attention output and MLP activations and projects "
                      "both with one layer (linear2), so neither has an output of its own to drop",
 }
-from ..plan import PlanError, Steps, format_steps
 
 KV_CACHE_PATCH = "KV_Attn_Input"  # comfy_extras.nodes_flux: the attention patch Flux KV Cache adds
 
