@@ -187,13 +187,19 @@ def flux_probe(g: Graph):
                        "last groups boxed. The report's `middle` ranges can be typed into a Layer Lab node.")
 
 
-def sd35_reverse_repeat(g: Graph):
+def sd35_base(g: Graph):
+    """SD3.5 Large's checkpoint, its three text encoders, the prompts and a 1024x1024 latent."""
     checkpoint = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name="sd3.5_large.safetensors")
     clip = g.add("TripleCLIPLoader", (0, 180), clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
                  clip_name3="t5xxl_fp16.safetensors")
     positive = g.add("CLIPTextEncode", (360, 120), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
     negative = g.add("CLIPTextEncode", (360, 360), inputs={"clip": clip.out("CLIP")}, text=NEGATIVE)
     latent = g.add("EmptySD3LatentImage", (360, 600), width=1024, height=1024)
+    return checkpoint, positive, negative, latent
+
+
+def sd35_reverse_repeat(g: Graph):
+    checkpoint, positive, negative, latent = sd35_base(g)
     reverse = g.add("LayerLabReverse", (760, -220), inputs={"model": checkpoint.out("MODEL")},
                     stream="double_blocks", first=12, last=25)
     repeat = g.add("LayerLabRepeat", (760, 100), inputs={"model": checkpoint.out("MODEL")},
@@ -335,12 +341,7 @@ def flux2_probe(g: Graph):
 
 
 def sd35_plan_guidance(g: Graph):
-    checkpoint = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name="sd3.5_large.safetensors")
-    clip = g.add("TripleCLIPLoader", (0, 180), clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
-                 clip_name3="t5xxl_fp16.safetensors")
-    positive = g.add("CLIPTextEncode", (360, 120), inputs={"clip": clip.out("CLIP")}, text=PROMPT)
-    negative = g.add("CLIPTextEncode", (360, 360), inputs={"clip": clip.out("CLIP")}, text=NEGATIVE)
-    latent = g.add("EmptySD3LatentImage", (360, 600), width=1024, height=1024)
+    checkpoint, positive, negative, latent = sd35_base(g)
     skip = g.add("LayerLabPlanGuidance", (760, -220), "Plan Guidance (= Skip Layer Guidance on 7-9)",
                  inputs={"model": checkpoint.out("MODEL")}, double_blocks="0-6, 10-37", scale=3.0,
                  start_percent=0.01, end_percent=0.15)
