@@ -14,6 +14,7 @@ from ..core.experiments import grid_image
 from ..core.experiments.plan_grid import caption, plan_variants, report, variant_record
 from ..core.patching import family_of, layer_plan, with_rewrites
 from ..core.preview import model_blocks_ui
+from .reorder import MODEL_HELP
 from .sampling import RunsProgress, decode, ksampler_inputs, sample
 
 CATEGORY = "layer_lab"
@@ -41,8 +42,7 @@ class LayerLabPlanGrid(io.ComfyNode):
                         "then show all images in one captioned grid. Every line is checked before anything is "
                         "sampled; the model you connect is never changed.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2). It runs "
+                io.Model.Input("model", tooltip=MODEL_HELP + ". It runs "
                                                 "as received for the baseline; each line's plan is applied on top "
                                                 "of any plan it already carries."),
                 io.Vae.Input("vae", tooltip="The VAE that decodes every variant's latent, as for VAE Decode."),

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..core.guidance import with_plan_guidance
 from ..core.preview import model_blocks_ui
 from ..core.patching import layer_plan
-from .reorder import CATEGORY, PLAN_HELP
+from .reorder import CATEGORY, MODEL_HELP, PLAN_HELP
 
 GUIDANCE_HELP = ("In the window, the prediction becomes the CFG result + scale * (cond - cond under the plan), "
                  "one extra model pass per step; outside it, plain sampling. With a plan that skips blocks this is "
@@ -24,7 +24,7 @@ class LayerLabPlanGuidance(io.ComfyNode):
             category=CATEGORY,
             description="Guide sampling away from the model weakened by a plan. " + GUIDANCE_HELP,
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model; reorder nodes before or after this one apply "
+                io.Model.Input("model", tooltip=MODEL_HELP + "; reorder nodes before or after this one apply "
                                                 "to both the normal and the plan's pass."),
                 io.String.Input("double_blocks", default="all", multiline=False,
                                 tooltip="Plan of the weakened pass for the double-stream blocks, e.g. '0-6, 8-18' "

@@ -20,6 +20,7 @@ from ..core.families import detect
 from ..core.lora_blocks import BlockSelection, OTHER_TENSORS, filter_groups, group_lora, render_report
 from ..core.patching import diffusion_model
 from ..core.preview import model_blocks_ui
+from .reorder import MODEL_HELP
 
 CATEGORY = "layer_lab"
 METADATA_KEY = "dit_layer_lab_selection"
@@ -31,8 +32,7 @@ SELECTION_HELP = ("Original block indices: 'all', 'none', '3', '3-9', '0-2, 17-1
 def selection_inputs() -> list:
     return [
         io.Model.Input("model",
-                       tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                               "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2) the LoRA is for."),
+                       tooltip=MODEL_HELP + " the LoRA is for."),
         io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                        tooltip="The LoRA file, from your loras folder. Any key format ComfyUI's own LoRA "
                                "loader reads works (kohya, diffusers / ai-toolkit, ComfyUI)."),

@@ -10,6 +10,7 @@ from ..core.patching import APPLY_MODEL, OBSERVER_KEY, family_of, with_rewrites
 from ..core.probe import AGGREGATES, PROBE_WRAPPER_KEY, Probe, check_single_order
 from ..core.probe.heatmap import render, to_float_array
 from ..core.probe.report import build, to_json
+from .reorder import MODEL_HELP
 from .sampling import ksampler_inputs, sample
 
 CATEGORY = "layer_lab"
@@ -26,8 +27,7 @@ class LayerLabSimilarityProbe(io.ComfyNode):
                         "(cosine, conditional rows only). Draws one heatmap per stream, splits the blocks into "
                         "first / middle / last groups and reports the middle range as original block indices.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2); "
+                io.Model.Input("model", tooltip=MODEL_HELP + "; "
                                                 "a model with a Layer Lab plan is probed in its planned order."),
                 io.Conditioning.Input("positive", tooltip="The prompt to probe with, as for KSampler. Only its rows are captured."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler; its half of the batch is never captured."),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..core.families import supported_models
 from ..core.patching import with_rewrites
 from ..core.preview import model_blocks_ui
 from ..core.rewrite import STREAMS, plan_rewrite, strategy_rewrite
 
 CATEGORY = "layer_lab"
+
+MODEL_HELP = f"The diffusion model ({supported_models()})"
 
 PLAN_HELP = ("Order of original block indices: 'all', 'none', '7', '3-6', '6-3' (reversed), '8*4' (repeat), "
              "'(3-5)*2', '[4-7]' (run in parallel, average), '[4-7]*3' (looped parallel), comma separated. "
@@ -30,8 +33,7 @@ def window_inputs() -> list:
 
 def range_inputs() -> list:
     return [
-        io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                        "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2)."),
+        io.Model.Input("model", tooltip=MODEL_HELP + "."),
         io.Combo.Input("stream", options=list(STREAMS), default="double_blocks",
                        tooltip="Which block list: double_blocks (dual-stream: SD3's joint blocks, Qwen-Image's "
                                "transformer blocks) or single_blocks (single-stream: Lumina 2 / Z-Image layers, "
@@ -63,8 +65,7 @@ class LayerLabPlan(io.ComfyNode):
             category=CATEGORY,
             description="Run the model's blocks in the order you type, for each stream. " + PLAN_HELP,
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2)."),
+                io.Model.Input("model", tooltip=MODEL_HELP + "."),
                 io.String.Input("double_blocks", default="all", multiline=False,
                                 tooltip="Plan for the double-stream blocks (SD3: joint blocks). " + PLAN_HELP),
                 io.String.Input("single_blocks", default="all", multiline=False,

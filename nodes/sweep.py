@@ -16,6 +16,7 @@ from ..core.experiments.sweep import (GRANULARITIES, METRIC_NAMES, METRICS, MODE
                                       build_report, chart_panels, check_metric, check_one_order, distances,
                                       plan_texts, skip_rewrite, suggest, swept_streams, to_json, variants, windows)
 from ..core.patching import APPLY_MODEL, KEY, executed_orders, family_of, layer_plan, with_rewrites
+from .reorder import MODEL_HELP
 from .sampling import RunsProgress, decode, ksampler_inputs, latent_to_sample, sample
 
 CATEGORY = "layer_lab"
@@ -35,8 +36,7 @@ class LayerLabImportanceSweep(io.ComfyNode):
                         "from safest to skip to most important, and suggests a skip set for a budget, as plan text "
                         "ready for Layer Lab Plan.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Flux, Chroma, SD3/SD3.5, AuraFlow, Qwen-Image, "
-                                                "Lumina 2 / Z-Image, HunyuanImage 2.1 or Wan 2.1 / 2.2). A model "
+                io.Model.Input("model", tooltip=MODEL_HELP + ". A model "
                                                 "that already carries a Layer Lab plan is swept in its planned order."),
                 io.Conditioning.Input("positive", tooltip="The prompt, as for KSampler."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler."),

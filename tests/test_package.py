@@ -57,3 +57,15 @@ def test_workflow_links_are_consistent(path):
     for node in nodes.values():
         for item in node.get("inputs", []):
             assert item["link"] is None or item["link"] in linked
+
+
+def test_family_declarations_import_no_machinery():
+    """core/families/* declare; the executor, probe and sweep import them, never the other way round."""
+    import ast
+
+    allowed = {"plan", "planned_blocks", "families", "layout"}
+    for path in sorted((ROOT / "core" / "families").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (node.module or "").split(".")[0] if node.level == 2 else "families"
+                assert target in allowed, f"{path.name} imports ..{node.module}"

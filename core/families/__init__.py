@@ -96,6 +96,7 @@ class Family:
         return f"{self.name} {stream}" + (f" ({name})" if name != stream else "")
     # "module.Class" of known subclasses refused -> (model name, why): they run their own loop
     refused: dict[str, tuple[str, str]] = field(default_factory=dict)
+    models: str = ""  # the released models it covers, for users ("Flux.1, Flux.2, LongCat-Image"); "" is its name
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0
@@ -114,6 +115,11 @@ class Family:
 def unwrap(diffusion_model: nn.Module) -> nn.Module:
     """The module itself, also under torch.compile."""
     return getattr(diffusion_model, "_orig_mod", diffusion_model)
+
+
+def supported_models() -> str:
+    """Every supported model, for tooltips and messages: "Flux.1, Flux.2, LongCat-Image, Chroma, ..."."""
+    return ", ".join(family.models or family.name for family in all_families())
 
 
 @functools.cache

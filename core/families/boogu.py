@@ -9,6 +9,7 @@ from . import Family, Layout, SubLayers
 
 BOOGU = Family(
     name="Boogu",
+    models="Boogu-Image",
     classes=("comfy.ldm.boogu.model.BooguTransformer2DModel",),
     block_lists={"double_blocks": "double_stream_layers", "single_blocks": "single_stream_layers"},
     hidden_states={"double_blocks": Layout.of(img_hidden_states="image", instruct_hidden_states="text"),

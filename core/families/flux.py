@@ -37,6 +37,7 @@ def refuse_reruns_with_kv_cache(transformer_options: dict, orders: Mapping[str, 
 
 FLUX = Family(
     name="Flux",
+    models="Flux.1, Flux.2, LongCat-Image",
     classes=("comfy.ldm.flux.model.Flux",),
     block_lists={"double_blocks": "double_blocks", "single_blocks": "single_blocks"},
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},

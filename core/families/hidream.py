@@ -22,6 +22,7 @@ from torch import nn
 
 from . import Family, Layout, SubLayers
 from ..plan import Steps
+from ..planned_blocks import PlannedBlocks
 
 STREAMS = (("double_blocks", "double_stream_blocks"), ("single_blocks", "single_stream_blocks"))
 
@@ -46,8 +47,6 @@ def _with_own_state(block: nn.Module, own: dict, index: int):
 
 @contextlib.contextmanager
 def follow_llm_states(dit: nn.Module, orders: Mapping[str, Steps]):
-    from ..executor import PlannedBlocks  # the executor imports this package
-
     blocks, ran, members = [], [], set()  # ran: per loop position, the index (across lists) of its block
     for stream, attribute in STREAMS:
         first = len(blocks)
@@ -80,6 +79,7 @@ def follow_llm_states(dit: nn.Module, orders: Mapping[str, Steps]):
 
 HIDREAM = Family(
     name="HiDream",
+    models="HiDream-I1 / E1",
     classes=("comfy.ldm.hidream.model.HiDreamImageTransformer2DModel",),
     block_lists=dict(STREAMS),
     per_call=follow_llm_states,

@@ -13,6 +13,7 @@ from .flux import FLUX_STYLE_SUBLAYERS
 
 HUNYUAN_VIDEO = Family(
     name="HunyuanVideo",
+    models="HunyuanVideo 1.0 / 1.5, HunyuanImage 2.1",
     classes=("comfy.ldm.hunyuan_video.model.HunyuanVideo",),
     block_lists={"double_blocks": "double_blocks", "single_blocks": "single_blocks"},
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},

@@ -7,6 +7,7 @@ from . import Family, Layout, SubLayers
 
 IDEOGRAM4 = Family(
     name="Ideogram4",
+    models="Ideogram 4",
     classes=("comfy.ldm.ideogram4.model.Ideogram4Transformer2DModel",),
     block_lists={"single_blocks": "layers"},
     hidden_states={"single_blocks": Layout.of(x="text+image")},

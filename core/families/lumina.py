@@ -16,6 +16,7 @@ from . import Family, Layout, SubLayers
 
 LUMINA2 = Family(
     name="Lumina2",
+    models="Lumina 2, Z-Image",
     classes=("comfy.ldm.lumina.model.NextDiT",),
     block_lists={"single_blocks": "layers"},
     index_patches={"single_blocks": "double_block"},

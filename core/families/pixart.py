@@ -9,6 +9,7 @@ from . import Family, Layout, SubLayers
 
 PIXART = Family(
     name="PixArt",
+    models="PixArt-α / Σ",
     classes=("comfy.ldm.pixart.pixartms.PixArtMS",),
     block_lists={"single_blocks": "blocks"},
     hidden_states={"single_blocks": Layout.of(x="image")},

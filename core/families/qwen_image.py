@@ -11,6 +11,7 @@ from . import Family, Layout, SubLayers
 
 QWEN_IMAGE = Family(
     name="Qwen-Image",
+    models="Qwen-Image, Qwen-Image-Edit",
     classes=("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",),
     block_lists={"double_blocks": "transformer_blocks"},
     replace_kinds={"double_blocks": "double_block"},

@@ -22,6 +22,7 @@ def check_order(stream: str, steps: Steps, n_blocks: int) -> None:
 
 SD3 = Family(
     name="SD3",
+    models="SD3 / SD3.5",
     classes=("comfy.ldm.modules.diffusionmodules.mmdit.OpenAISignatureMMDITWrapper",),
     block_lists={"double_blocks": "joint_blocks"},
     replace_kinds={"double_blocks": "double_block"},

@@ -62,6 +62,7 @@ WAN_VARIANTS = {
 
 WAN = Family(
     name="Wan",
+    models="Wan 2.1 / 2.2",
     classes=("comfy.ldm.wan.model.WanModel",),
     block_lists={"single_blocks": "blocks"},
     replace_kinds={"single_blocks": "double_block"},
