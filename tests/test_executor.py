@@ -5,7 +5,7 @@ from dit_layer_lab.core.executor import ParallelBlocks, planned_order
 from dit_layer_lab.core.plan import PlanError, parse_steps
 from dit_layer_lab.core.rewrite import parallel_steps, repeat_steps, reverse_steps, shuffle_steps
 
-from toy_dit import TOY, ToyDiT, inputs, reference
+from dit_layer_lab.tests.toy_dit import TOY, ToyDiT, inputs, reference
 
 PLANS = {
     "skip": {"double_blocks": parse_steps("0, 3-4", 5), "single_blocks": parse_steps("0-1, 5", 6)},

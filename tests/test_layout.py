@@ -19,7 +19,7 @@ from dit_layer_lab.core.plan import parse_steps
 from dit_layer_lab.core.probe import Probe
 from dit_layer_lab.core.rewrite import LayerPlan
 
-from toy_dit import TEXT_FIRST, TOY, TextFirstDiT, ToyDiT, inputs
+from dit_layer_lab.tests.toy_dit import TEXT_FIRST, TOY, TextFirstDiT, ToyDiT, inputs
 
 TOY = dataclasses.replace(TOY, hidden_states={"double_blocks": Layout.of(img="image", txt="text"),
                                               "single_blocks": Layout.of(x="text+image")})

@@ -11,7 +11,7 @@ from dit_layer_lab.core.families import Family, Layout, SubLayers
 from dit_layer_lab.core.modified import ScaledSublayer, ScaledUpdate
 from dit_layer_lab.core.plan import PlanError, parse_steps
 
-from toy_dit import TEXT_FIRST, TextFirstDiT, inputs
+from dit_layer_lab.tests.toy_dit import TEXT_FIRST, TextFirstDiT, inputs
 
 DIM = 8
 

@@ -13,7 +13,7 @@ from dit_layer_lab.core.probe import Probe, ProbeError, check_single_order
 from dit_layer_lab.core.probe.capture import latent_frames
 from dit_layer_lab.core.rewrite import LayerPlan, strategy_rewrite
 
-from toy_dit import TOY, ToyDiT
+from dit_layer_lab.tests.toy_dit import TOY, ToyDiT
 
 FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": Layout.of(img="image", txt="text"),
                                                  "single_blocks": Layout.of(x="text+image")})

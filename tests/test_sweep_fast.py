@@ -12,7 +12,7 @@ from dit_layer_lab.core.experiments.sweep import SweepError, Window, variants, w
 from dit_layer_lab.core.plan import parse_steps
 from dit_layer_lab.core.rewrite import LayerPlan, plan_rewrite
 
-from toy_dit import TOY, ToyDiT, inputs, reference
+from dit_layer_lab.tests.toy_dit import TOY, ToyDiT, inputs, reference
 
 FAMILY = dataclasses.replace(TOY, hidden_states={"double_blocks": Layout.of(img="image", txt="text"),
                                                  "single_blocks": Layout.of(x="text+image")})
