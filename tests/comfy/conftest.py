@@ -83,6 +83,43 @@ if COMFYUI_PATH is not None:
     comfy.cli_args.args.cpu = True
 
 
+_SERVERS = None
+SERVER_MODULES = ("test_browser.py", "test_live_routes.py")  # the modules that talk to a real server
+
+
+def _servers():
+    global _SERVERS
+    if _SERVERS is None:
+        from dit_layer_lab.tests.comfy import live_server
+
+        bases = pathlib.Path(tempfile.mkdtemp(prefix="layer_lab_servers_"))
+        atexit.register(shutil.rmtree, bases, ignore_errors=True)
+        _SERVERS = live_server.Servers(COMFYUI_PATH, lambda: pathlib.Path(tempfile.mkdtemp(dir=bases)))
+    return _SERVERS
+
+
+def pytest_collection_finish(session):
+    """Start the server the live tests share while the tests before them run: it takes 10-20 s."""
+    if COMFYUI_PATH is not None and any(item.path.name in SERVER_MODULES for item in session.items):
+        from dit_layer_lab.tests.comfy import live_server
+
+        try:
+            _servers().launch(live_server.frontends()[0][0])
+        except LookupError:
+            pass  # no frontend installed: the tests that need one say so
+
+
+def pytest_sessionfinish(session):
+    if _SERVERS is not None:
+        _SERVERS.close()
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """The session's ComfyUI servers (live_server.Servers), one per frontend, each started once."""
+    return _servers()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _temporary_comfyui_temp_directory(tmp_path_factory):
     """Preview images (the probe's heatmap on the node) go to a test folder, not the checkout's temp/."""
@@ -95,34 +132,60 @@ def _temporary_comfyui_temp_directory(tmp_path_factory):
 
 
 class Progress:
-    """What a node's progress bar showed: ``sent`` is what ComfyUI hands the UI through its progress hook
-    (throttled from ComfyUI 0.33 on: only the first, the last, previews and at most one update per
-    100 ms arrive), ``asked`` every value the node gave its bars, as (value, total)."""
+    """What a node's progress bars were asked to show and what reached the UI.
+
+    ``asked`` is every value a node gave its bars, as (value, total), in order; ``sent`` is what ComfyUI
+    handed the UI through its progress hook. From ComfyUI 0.33 on the hook is throttled (the first and
+    the last update, previews, and at most one update per 100 ms), so what is sent depends on the
+    machine's speed: checks and interrupts read ``asked``, and ``sent`` only for what the throttle keeps
+    (the last update). ``interrupt_from = n`` interrupts processing right after the first update asked
+    at or past n, whatever reaches the UI; ``model_calls_after_interrupt`` counts the diffusion model's
+    forward calls made after that (see ``count_model_calls``).
+    """
 
     def __init__(self):
         self.sent: list[tuple[int, int]] = []
         self.asked: list[tuple[int, int]] = []
         self.interrupt_from: int | None = None
         self.interrupted_at: int | None = None
+        self.model_calls_after_interrupt = 0
 
-    def hook(self, value, total, preview, node_id=None):
-        self.sent.append((value, total))
+    def ask(self, value, total):
+        self.asked.append((value, total))
         if self.interrupt_from is not None and self.interrupted_at is None and value >= self.interrupt_from:
             import comfy.model_management
 
             self.interrupted_at = value
             comfy.model_management.interrupt_current_processing()
 
+    def hook(self, value, total, preview, node_id=None):
+        self.sent.append((value, total))
+
     def clear(self):
         self.sent.clear()
         self.asked.clear()
 
+    def count_model_calls(self, model) -> None:
+        """Count the calls of ``model``'s diffusion model that start after the interrupt."""
+
+        def pre_hook(module, args):
+            if self.interrupted_at is not None:
+                self.model_calls_after_interrupt += 1
+
+        self._handles = getattr(self, "_handles", [])
+        self._handles.append(model.model.diffusion_model.register_forward_pre_hook(pre_hook))
+
+    def remove_hooks(self) -> None:
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+
     def assert_one_bar_to_the_end(self, total: int) -> None:
-        """One bar that never jumps back and ends full, as the user sees it."""
-        assert self.sent, "no progress reached the UI"
-        assert {t for _, t in self.sent} == {total}
-        values = [v for v, _ in self.sent]
+        """One bar that never jumps back and ends full, as asked, and the UI got the full bar."""
+        assert self.asked, "the node never updated a progress bar"
+        assert {t for _, t in self.asked} == {total}
+        values = [v for v, _ in self.asked]
         assert values == sorted(values) and values[-1] == total
+        assert self.sent and self.sent[-1] == (total, total), "the UI never got the full bar"
 
     def run_ends(self, steps: int) -> list[int]:
         """The values at which the node ended its runs (multiples of ``steps``), in the order it asked for them."""
@@ -132,7 +195,7 @@ class Progress:
 
 @pytest.fixture
 def progress(monkeypatch):
-    """Records progress; ``progress.interrupt_from = n`` interrupts at the first update the UI gets at or past n."""
+    """Records progress; ``progress.interrupt_from = n`` interrupts at the first update asked at or past n."""
     import comfy.model_management
     import comfy.utils
 
@@ -141,13 +204,15 @@ def progress(monkeypatch):
     real_update = comfy.utils.ProgressBar.update_absolute
 
     def update_absolute(bar, value, total=None, preview=None):
-        seen.asked.append((min(value, total or bar.total), total or bar.total))
-        return real_update(bar, value, total, preview)
+        result = real_update(bar, value, total, preview)
+        seen.ask(min(value, total or bar.total), total or bar.total)
+        return result
 
     monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update_absolute)
     comfy.utils.set_progress_bar_global_hook(seen.hook)
     try:
         yield seen
     finally:
+        seen.remove_hooks()
         comfy.utils.set_progress_bar_global_hook(previous)
         comfy.model_management.interrupt_current_processing(False)

@@ -245,12 +245,15 @@ def test_interrupt_stops_between_steps_and_leaves_the_model_as_it_was(family, va
     before = ksampler_decode(model, vae, inputs)
     progress.clear()
     progress.interrupt_from = STEPS + 1  # during the second variant
+    progress.count_model_calls(model)
 
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         run_grid(model, vae, inputs, lines)
 
-    assert progress.interrupted_at <= 2 * STEPS  # the first update of the second variant the UI got
+    assert progress.interrupted_at == STEPS + 1  # the first step of the second variant
     assert max(v for v, _ in progress.asked) == progress.interrupted_at  # nothing ran after the step that saw it
+    assert progress.model_calls_after_interrupt == 0
+    progress.remove_hooks()
     assert not comfy.model_management.processing_interrupted()
     assert_unchanged(model, state, weights)
     assert torch.equal(ksampler_decode(model, vae, inputs), before)

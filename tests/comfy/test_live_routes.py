@@ -1,6 +1,7 @@
-"""The pack's routes on the real ComfyUI server: the preview's answers and refusals, how quickly even
-oversized requests are answered while the server keeps serving others, and the example workflows
-listed as templates. Needs ComfyUI's server requirements, not a browser.
+"""The pack's routes on the real ComfyUI server: the preview's answers and refusals, oversized
+requests answered with the limit they pass while the server keeps serving others, and the example
+workflows listed as templates. Needs ComfyUI's server requirements, not a browser. How fast the route
+answers is measured by the benchmark, not asserted here.
 """
 
 from __future__ import annotations
@@ -20,17 +21,11 @@ from dit_layer_lab.tests.comfy import live_server
 
 ROUTE = "/dit_layer_lab/preview"
 WORKFLOWS = sorted((live_server.ROOT / "example_workflows").glob("*.json"))
-QUICK = 1.0  # seconds: every answer, and every other request while the preview works
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    comfyui = pathlib.Path(os.environ["COMFYUI_PATH"]).expanduser().resolve()  # conftest checked it
-    server = live_server.ComfyServer(comfyui, tmp_path_factory.mktemp("comfyui_base")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(servers):
+    return servers.pinned()
 
 
 def plan(double, single="all", counts=None):
@@ -46,6 +41,7 @@ def test_route_answers_over_http(server):
     status, answer = server.post(ROUTE, {"node_type": "KSampler", "inputs": {}})
     assert status == 400 and "KSampler" in answer["error"]
     assert "LayerLabPlan" in server.get(ROUTE)["nodes"]
+    assert "could not be added" not in server.log()  # the pack's own warning when registering fails
 
 
 BIG = {"double_blocks": 1000, "single_blocks": 1000}
@@ -84,16 +80,21 @@ def _post_chunked(server, data: bytes, timeout: float):
         connection.close()
 
 
-def test_oversized_requests_are_answered_quickly_while_the_server_serves_others(server):
+def test_oversized_requests_are_answered_with_their_limit_while_the_server_serves_others(server):
     server.get("/object_info/LayerLabPlan")  # warm
     others, stop = [], threading.Event()
+    failed = []
 
-    def keep_asking():  # other clients of the server, all the while
-        while not stop.is_set():
+    def keep_asking():  # other clients of the server, all the while (at least one round)
+        while True:
             for path in ("/system_stats", "/object_info/KSampler"):
-                start = time.perf_counter()
-                server.get(path, timeout=30)
-                others.append((path, time.perf_counter() - start))
+                try:
+                    server.get(path, timeout=30)
+                    others.append(path)
+                except Exception as error:  # reported below
+                    failed.append((path, error))
+            if stop.is_set():
+                return
             time.sleep(0.05)
 
     asker = threading.Thread(target=keep_asking)
@@ -101,25 +102,20 @@ def test_oversized_requests_are_answered_quickly_while_the_server_serves_others(
     answered = {}
     try:
         for name, (body, _, _) in OVERSIZED.items():
-            start = time.perf_counter()
-            status, answer = server.post(ROUTE, body, timeout=30)
-            answered[name] = (status, answer, time.perf_counter() - start)
-        start = time.perf_counter()
-        status, answer = _post_chunked(server, json.dumps(MEGABYTE_PLAN).encode(), timeout=30)
-        answered["1 MB of plan text, chunked"] = (status, answer, time.perf_counter() - start)
+            answered[name] = server.post(ROUTE, body, timeout=30)
+        answered["1 MB of plan text, chunked"] = _post_chunked(server, json.dumps(MEGABYTE_PLAN).encode(), timeout=30)
     finally:
         stop.set()
         asker.join()
 
     for name, (body, expected, fragment) in [*OVERSIZED.items(),
                                              ("1 MB of plan text, chunked", (None, 400, f"at most {MAX_BODY}"))]:
-        status, answer, seconds = answered[name]
-        assert seconds < QUICK, f"{name}: answered after {seconds:.2f} s"
+        status, answer = answered[name]
         assert status == expected, f"{name}: {status} {str(answer)[:300]}"
         text = answer["error"] if status == 400 else json.dumps(answer)
         assert fragment in text, f"{name}: {text[:300]}"
-    slowest = max(others, key=lambda other: other[1])
-    assert len(others) >= 4 and slowest[1] < QUICK, f"{slowest[0]} took {slowest[1]:.2f} s"
+    assert failed == [] and len(others) >= 2
+    assert server.post(ROUTE, plan("0-2"))[0] == 200  # and it still answers
 
 
 def test_there_are_example_workflows():

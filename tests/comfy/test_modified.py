@@ -177,7 +177,10 @@ def test_strength_one_is_bit_identical_and_zero_equals_skipping(family):
         zero, summary = plan(model, stream, ", ".join(f"{i}@0" if i == BLOCK else str(i) for i in range(n)))
         skip, skip_summary = plan(model, stream, ", ".join(others))
         assert summary == skip_summary and "@" not in summary
-        assert torch.equal(run(zero, inputs), run(skip, inputs))
+        with tm.BlockCalls(model) as seen:
+            skipped = run(zero, inputs)
+        assert seen.calls[streams[stream], BLOCK] == 0 and seen.calls[streams[stream], 0] > 0  # never ran
+        assert torch.equal(skipped, run(skip, inputs))
 
 
 @pytest.mark.parametrize("strength", [1.5])

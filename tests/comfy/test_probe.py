@@ -303,19 +303,22 @@ def test_bad_inputs_fail_before_sampling_and_name_the_choices():
         probe(windowed, inputs)
 
 
-def test_an_interrupt_stops_the_probe_and_leaves_the_model_clean():
+def test_an_interrupt_stops_the_probe_in_the_middle_and_leaves_the_model_clean(progress):
     model = tm.tiny_flux(double=2, single=2)
     positive, negative = tm.conditioning(model)
     inputs = (positive, negative, tm.latent(model))
     before = plain(model, inputs)
     dit = model.model.diffusion_model
     lists = dit.double_blocks, dit.single_blocks
-    comfy.model_management.interrupt_current_processing(True)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            probe(model, inputs)
-    finally:
-        comfy.model_management.interrupt_current_processing(False)
+    progress.clear()
+    progress.interrupt_from = 1  # after the first step
+    progress.count_model_calls(model)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        probe(model, inputs)
+    assert progress.interrupted_at == 1 and max(v for v, _ in progress.asked) == 1
+    assert progress.model_calls_after_interrupt == 0
+    progress.remove_hooks()
+    comfy.model_management.interrupt_current_processing(False)
     assert (dit.double_blocks, dit.single_blocks) == lists
     assert torch.equal(plain(model, inputs), before)
 

@@ -179,7 +179,13 @@ def reference_model(name, orders, model=None, move_llm_states=True):
 def test_all_plan_is_bit_identical_to_the_unpatched_model(family):
     _, model, _, inputs = family
     patched, summary = LayerLabPlan.execute(model, "all", "all", 0.0, 1.0).args
-    assert torch.equal(run(patched, inputs), run(model, inputs))
+    with tm.BlockCalls(model) as unpatched:
+        expected = run(model, inputs)
+    with tm.BlockCalls(model) as seen:
+        got = run(patched, inputs)
+    assert torch.equal(got, expected)
+    # no cost: every block ran as often as unpatched, from the model's own lists (the executor never entered)
+    assert seen.calls == unpatched.calls and seen.planned == 0 and sum(seen.calls.values()) > 0
     assert "= all" in summary
 
 

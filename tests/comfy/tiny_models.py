@@ -10,6 +10,7 @@ and sampled in inference mode: the weights are inference tensors, so they cannot
 place outside inference mode (patch them through the ModelPatcher instead).
 """
 
+import collections
 import itertools
 
 import torch
@@ -553,3 +554,28 @@ def _randomize(module, seed):
         if tensor.is_floating_point():
             noise = torch.randn(tensor.shape, generator=generator) * WEIGHT_STD
             tensor.copy_(noise + 1 if id(tensor) in norm_weights else noise)
+
+
+class BlockCalls:
+    """Forward calls of a diffusion model's blocks while counting: ``calls[(list attribute, index)]``, and
+    ``planned``, how many of them ran while their list was replaced by a plan's (the executor's path)."""
+
+    def __init__(self, patcher):
+        from dit_layer_lab.core.families import detect
+        from dit_layer_lab.core.planned_blocks import PlannedBlocks
+
+        dit = patcher.model.diffusion_model
+        self.calls, self.planned, self._handles = collections.Counter(), 0, []
+        for attribute in detect(dit).block_lists.values():
+            for index, block in enumerate(getattr(dit, attribute)):
+                def pre_hook(module, args, key=(attribute, index)):
+                    self.calls[key] += 1
+                    self.planned += isinstance(getattr(dit, key[0]), PlannedBlocks)
+                self._handles.append(block.register_forward_pre_hook(pre_hook))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
