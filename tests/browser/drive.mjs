@@ -1,145 +1,203 @@
-// Drives ComfyUI's web UI in the system Chromium for tests/comfy/test_browser.py: one cell of the
-// browser matrix (one frontend, one renderer) per run.
+// Drives ComfyUI's web UI in the system Chromium for tests/comfy/test_browser.py: one page of one
+// cell of the browser matrix (one frontend, one renderer), kept open while the tests of that cell
+// run their parts in it.
 //
-//   node drive.mjs job.json     (prints one JSON object with what it saw)
+//   node drive.mjs     reads one JSON command per line on stdin, answers each with one JSON line
 //
-// job.json: {url, chromium, renderer: "classic" | "nodes2", screenshots: {folder, suffix} or null,
-//            plans: [{name, inputs: {double_blocks, single_blocks}}] typed in turn into a Plan node,
-//            set_by_code: [...] then set on that node's widgets with no event,
-//            switched: [...] typed after switching the renderer with that node on the canvas,
-//            lora: [...] typed into a LoRA block node, grid: [{name, plans}] typed into a Plan Grid,
-//            images: {node type: filename in the server's temp folder}, workflows: {name: workflow}}
+// Commands ({part, ...}), in the order the tests send them:
+//   open      {url, chromium, renderer: "classic" | "nodes2", screenshots: {folder, suffix} or null}
+//   plans     {plans: [{name, inputs: {double_blocks, single_blocks}}]} typed in turn into a Plan node
+//   set_by_code {set_by_code: [...]} then set on that node's widgets with no event
+//   switched  {switched: [...]} typed after switching the renderer with that node on the canvas
+//   lora      {lora: [...]} typed into a LoRA block node;  grid {grid: [{name, plans}]} into a Plan Grid
+//   images    {images: {node type: filename in the server's temp folder}}
+//   docs      {node: node type, text} opens that node's page in the node docs panel
+//   workflows {workflows: {name: workflow}}
+//   console   what the page logged so far;  close
 // Everything is typed the way a user types it in that renderer. It never downloads a browser:
 // playwright-core drives the Chromium at `chromium`.
 
-import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const VUE_SETTING = "Comfy.VueNodes.Enabled";
 
-const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const result = { console: [], extensions: [], plans: {}, set_by_code: {}, switched: {}, lora: {}, grid: {}, images: {},
-  workflows: {}, screenshots: [], renderer: null };
+let job = {}; // the open command: url, chromium, renderer, screenshots
+let browser, page;
+const consoleEntries = [];
+const screenshots = [];
 
-const browser = await chromium.launch({
-  executablePath: job.chromium,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, deviceScaleFactor: 2 });
-  await recordConsole(page);
-
-  await page.goto(job.url, { waitUntil: "load" });
-  await page.waitForFunction(() => window.app?.graph && window.app.canvas && window.LiteGraph, null, { timeout: 60000 });
-  await page.waitForTimeout(2000); // the app finishes its setup after the graph exists
-  result.extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));
-  result.extension_files = await page.evaluate(
-    () => performance.getEntriesByType("resource").map((r) => r.name).filter((n) => n.includes("/extensions/")));
-  if (job.screenshots) { // no badge naming the folder the test installs the pack under
-    await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.NodeBadge.NodeSourceBadgeMode", "None"));
-  }
-  await setRenderer(page, job.renderer);
-  result.renderer = await renderer(page);
+const PARTS = {
+  async open(command) {
+    job = command;
+    browser = await chromium.launch({
+      executablePath: job.chromium,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, deviceScaleFactor: 2 });
+    await recordConsole(page);
+    await page.goto(job.url, { waitUntil: "load" });
+    await page.waitForFunction(() => window.app?.graph && window.app.canvas && window.LiteGraph
+      && window.app.extensionManager?.setting, null, { timeout: 60000 });
+    await page.waitForTimeout(1000); // the app finishes its setup after the graph exists
+    const extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));
+    const extension_files = await page.evaluate(
+      () => performance.getEntriesByType("resource").map((r) => r.name).filter((n) => n.includes("/extensions/")));
+    if (job.screenshots) { // no badge naming the folder the test installs the pack under
+      await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.NodeBadge.NodeSourceBadgeMode", "None"));
+    }
+    await setRenderer(page, job.renderer);
+    return { extensions, extension_files, renderer: await renderer(page) };
+  },
 
   // A Plan node, typed into as a user does: valid, invalid, valid again.
-  await addNode(page, "LayerLabPlan", [240, 160]);
-  await waitForStrip(page, {});
-  for (const { name, inputs } of job.plans ?? []) {
-    result.plans[name] = await typeAll(page, inputs);
-    if (job.screenshots && ["strip", "strip_error"].includes(name)) await screenshotNode(page, name);
-  }
+  async plans({ plans }) {
+    const seen = {};
+    await addNode(page, "LayerLabPlan", [240, 160]);
+    await waitForStrip(page, {});
+    for (const { name, inputs } of plans) {
+      seen[name] = await typeAll(page, inputs);
+      if (job.screenshots && ["strip", "strip_error"].includes(name)) await screenshotNode(page, name);
+    }
+    return seen;
+  },
 
   // Values set by code, with no event (as undo or another extension sets them): the strip follows too.
-  for (const { name, inputs } of job.set_by_code ?? []) {
-    await page.evaluate((inputs) => {
-      for (const [k, v] of Object.entries(inputs)) window.layerLabNode.widgets.find((w) => w.name === k).value = v;
-    }, inputs);
-    result.set_by_code[name] = await waitForStrip(page, inputs);
-  }
+  async set_by_code({ set_by_code }) {
+    const seen = {};
+    for (const { name, inputs } of set_by_code) {
+      await page.evaluate((inputs) => {
+        for (const [k, v] of Object.entries(inputs)) window.layerLabNode.widgets.find((w) => w.name === k).value = v;
+      }, inputs);
+      seen[name] = await waitForStrip(page, inputs);
+    }
+    return seen;
+  },
 
   // The same node after switching the renderer with it on the canvas, then after switching back.
-  if (job.switched?.length) {
+  async switched({ switched }) {
+    const seen = {};
     const other = job.renderer === "nodes2" ? "classic" : "nodes2";
-    for (const [to, plans] of [[other, job.switched], [job.renderer, job.switched]]) {
+    for (const to of [other, job.renderer]) {
       await setRenderer(page, to);
-      for (const { name, inputs } of plans) result.switched[`${to}:${name}`] = await typeAll(page, inputs);
+      for (const { name, inputs } of switched) seen[`${to}:${name}`] = await typeAll(page, inputs);
     }
-  }
+    return seen;
+  },
 
   // A LoRA block node: the selected blocks of each stream.
-  if (job.lora?.length) {
+  async lora({ lora }) {
+    const seen = {};
     await addNode(page, "LayerLabLoraBlocks", [240, 160], [420, 300]);
     await waitForStrip(page, {});
-    for (const { name, inputs } of job.lora) result.lora[name] = await typeAll(page, inputs);
-  }
+    for (const { name, inputs } of lora) seen[name] = await typeAll(page, inputs);
+    return seen;
+  },
 
   // A Plan Grid node: its multiline box, one group per plan line.
-  if (job.grid?.length) {
+  async grid({ grid }) {
+    const seen = {};
     await addNode(page, "LayerLabPlanGrid", [240, 160], [560, 360]);
     await waitForStrip(page, {});
-    for (const { name, plans } of job.grid) {
+    for (const { name, plans } of grid) {
       await fillTextarea(page, "plans", plans);
-      result.grid[name] = await waitForStrip(page, { plans });
+      seen[name] = await waitForStrip(page, { plans });
       if (job.screenshots && name === "strip_grid") await screenshotNode(page, "strip_grid");
     }
-  }
+    return seen;
+  },
 
   // The probe, the grid and the sweep show their image after a run. No model can run here, so the
   // image (copied into the server's temp folder by the test) reaches the node the way ComfyUI delivers
   // every run's output: an `executed` event, as the server's websocket message dispatches it.
-  if (job.images) {
+  async images({ images }) {
+    const shown = {};
     const views = [];
-    page.on("response", (response) => {
+    const onResponse = (response) => {
       const url = new URL(response.url());
       if (url.pathname.endsWith("/view")) {
         views.push({ filename: url.searchParams.get("filename"), type: url.searchParams.get("type"),
           status: response.status() });
       }
-    });
-    for (const [type, filename] of Object.entries(job.images)) {
+    };
+    page.on("response", onResponse);
+    for (const [type, filename] of Object.entries(images)) {
       await addNode(page, type, [240, 120], [640, 940]);
-      await page.waitForTimeout(300);
       await page.evaluate((filename) => {
         const id = String(window.layerLabNode.id);
         window.app.api.dispatchCustomEvent("executed", { node: id, display_node: id, prompt_id: "layer-lab-test",
           output: { images: [{ filename, subfolder: "", type: "temp" }] } });
         window.app.canvas.setDirty(true, true);
       }, filename);
-      result.images[type] = await shownImage(page);
+      shown[type] = await shownImage(page);
       if (job.screenshots && type === "LayerLabSimilarityProbe") await screenshotNode(page, "probe_node");
     }
-    result.views = views;
-  }
+    page.off("response", onResponse);
+    return { shown, views };
+  },
 
   // Example workflows: load each without dialogs, list missing node types, convert to a prompt.
-  await page.evaluate(() => {
-    window.layerLabMissing = [];
-    window.app.registerExtension({
-      name: "dit_layer_lab.test.missing_nodes",
-      beforeConfigureGraph(graphData, missingNodeTypes) { window.layerLabMissing = missingNodeTypes; },
+  async workflows({ workflows }) {
+    const seen = {};
+    await page.evaluate(() => {
+      window.layerLabMissing = [];
+      if (window.layerLabMissingHook) return;
+      window.layerLabMissingHook = true;
+      window.app.registerExtension({
+        name: "dit_layer_lab.test.missing_nodes",
+        beforeConfigureGraph(graphData, missingNodeTypes) { window.layerLabMissing = missingNodeTypes; },
+      });
     });
-  });
-  for (const [name, workflow] of Object.entries(job.workflows ?? {})) {
-    result.workflows[name] = await page.evaluate(async (workflow) => {
-      const { app, LiteGraph } = window;
-      await app.loadGraphData(workflow, true, true, null,
-        { showMissingModelsDialog: false, showMissingNodesDialog: false });
-      await new Promise((r) => setTimeout(r, 300));
-      const unregistered = app.graph.nodes.filter((n) => !(n.type in LiteGraph.registered_node_types)).map((n) => n.type);
-      const { output } = await app.graphToPrompt();
-      const strips = app.graph.nodes.filter((n) => n.layerLabStrip).map((n) => n.type);
-      return {
-        missing: window.layerLabMissing.map((m) => (typeof m === "string" ? m : m.type)),
-        unregistered, prompt: output, nodes: app.graph.nodes.length, strips,
-      };
-    }, workflow);
+    for (const [name, workflow] of Object.entries(workflows)) {
+      seen[name] = await page.evaluate(async (workflow) => {
+        const { app, LiteGraph } = window;
+        await app.loadGraphData(workflow, true, true, null,
+          { showMissingModelsDialog: false, showMissingNodesDialog: false });
+        await new Promise((r) => setTimeout(r, 100));
+        const unregistered = app.graph.nodes.filter((n) => !(n.type in LiteGraph.registered_node_types)).map((n) => n.type);
+        const { output } = await app.graphToPrompt();
+        const strips = app.graph.nodes.filter((n) => n.layerLabStrip).map((n) => n.type);
+        return {
+          missing: window.layerLabMissing.map((m) => (typeof m === "string" ? m : m.type)),
+          unregistered, prompt: output, nodes: app.graph.nodes.length, strips,
+        };
+      }, workflow);
+    }
+    return seen;
+  },
+
+  async docs(command) {
+    return nodeDocs(page, command);
+  },
+
+  async console() {
+    await page.waitForTimeout(300); // late messages
+    return { entries: consoleEntries, screenshots };
+  },
+
+  async close() {
+    await browser?.close();
+    browser = null;
+    return {};
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const command = JSON.parse(line);
+  let answer;
+  try {
+    answer = { ok: true, result: await PARTS[command.part](command) };
+  } catch (error) {
+    answer = { ok: false, error: String(error?.stack ?? error) };
   }
-  await page.waitForTimeout(500); // late console messages
-} finally {
-  await browser.close();
+  process.stdout.write(JSON.stringify(answer) + "\n");
+  if (command.part === "close") break;
 }
-process.stdout.write(JSON.stringify(result));
+await browser?.close();
+process.exit(0);
 
 // ------------------------------------------------------------------------------------------ helpers
 
@@ -156,18 +214,18 @@ async function recordConsole(page) {
   cdp.on("Runtime.consoleAPICalled", (e) => {
     if (e.type !== "error" && e.type !== "warning" && e.type !== "assert") return;
     const stack = frames(e.stackTrace);
-    result.console.push({ type: e.type === "warning" ? "warning" : "error", text: e.args.map(text).join(" "),
+    consoleEntries.push({ type: e.type === "warning" ? "warning" : "error", text: e.args.map(text).join(" "),
       url: stack[0] ?? "", stack });
   });
   cdp.on("Runtime.exceptionThrown", (e) => {
     const d = e.exceptionDetails;
     const stack = frames(d.stackTrace);
-    result.console.push({ type: "pageerror", text: d.exception?.description ?? d.text, url: d.url ?? stack[0] ?? "",
+    consoleEntries.push({ type: "pageerror", text: d.exception?.description ?? d.text, url: d.url ?? stack[0] ?? "",
       stack });
   });
   cdp.on("Log.entryAdded", ({ entry }) => { // the browser's own: failed requests, violations
     if (entry.level !== "error" && entry.level !== "warning") return;
-    result.console.push({ type: entry.level === "warning" ? "warning" : "error", text: entry.text,
+    consoleEntries.push({ type: entry.level === "warning" ? "warning" : "error", text: entry.text,
       url: entry.url ?? "", stack: frames(entry.stackTrace) });
   });
   await cdp.send("Runtime.enable");
@@ -231,7 +289,7 @@ async function screenshotNode(page, name) {
   const box = await nodeRect(page);
   const path = `${job.screenshots.folder}/${name}${job.screenshots.suffix}.png`;
   await page.screenshot({ path, clip: { x: box.x - 10, y: box.y - 10, width: box.width + 20, height: box.height + 20 } });
-  result.screenshots.push(path);
+  screenshots.push(path);
 }
 
 // Type each input whose value differs, then wait for the strip to show exactly these inputs.
@@ -378,4 +436,28 @@ async function shownImage(page) {
   }, nodeSelector(id));
   image.node_rect = box;
   return image;
+}
+
+// The node's page in the node docs panel, as a user opens it: the node selected, then the selection
+// toolbox's "Node Info" button. Returns whether `text` appeared, and the docs requests the page made.
+async function nodeDocs(page, { node, text }) {
+  const docs = [];
+  const onResponse = (response) => {
+    if (new URL(response.url()).pathname.includes("/docs/")) docs.push({ url: response.url(), status: response.status() });
+  };
+  page.on("response", onResponse);
+  await addNode(page, node, [240, 160]);
+  await page.evaluate(() => window.app.canvas.selectNode(window.layerLabNode));
+  await page.evaluate(() => window.app.canvas.setDirty(true, true));
+  const button = page.locator('[data-testid="info-button"]');
+  await button.waitFor({ state: "visible", timeout: 15000 });
+  await button.click();
+  let shown = true;
+  try {
+    await page.waitForFunction((text) => document.body.innerText.includes(text), text, { timeout: 15000 });
+  } catch {
+    shown = false;
+  }
+  page.off("response", onResponse);
+  return { shown, docs };
 }

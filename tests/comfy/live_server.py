@@ -60,13 +60,19 @@ FRONTENDS_DIR = ROOT / ".frontends"
 
 
 def frontends() -> list[tuple[str, str]]:
-    """The frontend versions of the browser matrix and why each is there, from tests/browser/frontends.txt."""
+    """The frontend versions of the browser matrix and why each is there: the one the ComfyUI under test
+    pins (installed with its requirements), then those of tests/browser/frontends.txt."""
     rows = []
+    try:
+        rows.append((importlib.metadata.version("comfyui-frontend-package"), "pinned by the ComfyUI under test"))
+    except importlib.metadata.PackageNotFoundError:
+        pass
     for line in FRONTENDS_LIST.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             version, _, why = line.partition(" ")
-            rows.append((version, why.strip()))
+            if version not in dict(rows):
+                rows.append((version, why.strip()))
     return rows
 
 
@@ -119,7 +125,11 @@ class ComfyServer:
         self.log_path = base / "server.log"
         self.process = None
 
-    def start(self, timeout: float = 120.0, retries: int = 2) -> "ComfyServer":
+    def start(self, timeout: float = 120.0) -> "ComfyServer":
+        return self.launch().ready(timeout)
+
+    def launch(self) -> "ComfyServer":
+        """Start the server process and return at once; ``ready()`` waits for it to answer."""
         (self.base / "custom_nodes").mkdir(parents=True, exist_ok=True)
         link = self.base / "custom_nodes" / PACK_FOLDER
         if not link.is_symlink():
@@ -138,19 +148,22 @@ class ComfyServer:
             command += ["--front-end-root", str(self.front_end_root)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=self.comfyui, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def ready(self, timeout: float = 120.0, retries: int = 2) -> "ComfyServer":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 if "address already in use" in self.log().lower() and retries:  # the free port was taken meanwhile
                     self.port = free_port()
                     self.url = f"http://127.0.0.1:{self.port}"
-                    return self.start(timeout, retries - 1)
+                    return self.launch().ready(timeout, retries - 1)
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log()[-4000:]}")
             try:
                 self.get("/object_info/LayerLabPlan")
                 return self
             except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
+                time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
 
@@ -158,8 +171,8 @@ class ComfyServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a test server keeps nothing worth a longer shutdown
                 self.process.kill()
                 self.process.wait()
 
@@ -180,3 +193,31 @@ class ComfyServer:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
+
+
+class Servers:
+    """The test session's ComfyUI servers, one per frontend, each started once and kept until the end;
+    ``launch`` starts one early without waiting for it."""
+
+    def __init__(self, comfyui: pathlib.Path, make_base):
+        self.comfyui, self.make_base, self.started = comfyui, make_base, {}
+
+    def launch(self, version: str) -> ComfyServer:
+        """The server of frontend ``version`` (raises LookupError when it is not installed), launched."""
+        if version not in self.started:
+            server = ComfyServer(self.comfyui, self.make_base(), frontend_root(version)).launch()
+            server.frontend = version
+            self.started[version] = server
+        return self.started[version]
+
+    def serving(self, version: str) -> ComfyServer:
+        return self.launch(version).ready()
+
+    def pinned(self) -> ComfyServer:
+        """The server of the frontend the ComfyUI under test pins."""
+        return self.serving(frontends()[0][0])
+
+    def close(self) -> None:
+        for server in self.started.values():
+            server.stop()
+        self.started.clear()

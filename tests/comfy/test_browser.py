@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,8 @@ RENDERERS = ("classic", "nodes2")  # nodes2: "Modern Node Design (Nodes 2.0)", s
 
 # What the UI logs on a machine without internet access, none of it about this pack: look-ups of
 # outside hosts, and 404s for the user's optional files.
-OPTIONAL_FILES = re.compile(r"/(user\.css|favicon\.ico|api/userdata(/.*)?)")
+# The node docs panel asks for a page in the user's language first (docs/<node>/<locale>.md), then docs/<node>.md.
+OPTIONAL_FILES = re.compile(r"/(user\.css|favicon\.ico|api/userdata(/.*)?|extensions/[^/]+/docs/\w+/[\w-]+\.md)")
 # Logged by frontend 1.49.6 itself while it starts (a computed setting reads app.rootGraph before the
 # graph exists): seen with every custom node disabled, and only the frontend's files are on its stack.
 FRONTEND_NOISE = {"ComfyApp graph accessed before initialization"}
@@ -154,42 +156,17 @@ def _installed(version: str) -> bool:
 SCREENSHOT_FRONTEND = next((v for v, _ in reversed(FRONTENDS) if _installed(v)), None)
 
 
-class Servers:
-    """One ComfyUI server at a time, serving one frontend: the cells of a frontend run one after another."""
-
-    def __init__(self, tmp_path_factory):
-        self.tmp_path_factory, self.current = tmp_path_factory, None
-
-    def serving(self, version: str) -> live_server.ComfyServer:
-        if self.current is not None and self.current.frontend == version:
-            return self.current
-        self.close()
-        try:
-            root = live_server.frontend_root(version)
-        except LookupError as missing:
-            pytest.skip(f"{missing} ({dict(FRONTENDS)[version]})")
-        server = live_server.ComfyServer(COMFYUI_PATH, self.tmp_path_factory.mktemp("comfyui_base"), root).start()
-        server.frontend = version
-        temp = server.base / "temp"  # where a run's previews would be
-        temp.mkdir(exist_ok=True)
-        for node_type, image in IMAGES.items():
-            shutil.copyfile(image, temp / f"layer_lab_{node_type}.png")
-        self.current = server
-        return server
-
-    def close(self):
-        if self.current is not None:
-            self.current.stop()
-            self.current = None
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    servers = Servers(tmp_path_factory)
+def serving(servers, version: str) -> live_server.ComfyServer:
+    """The session's server of this frontend, with the images the nodes show after a run in its temp folder."""
     try:
-        yield servers
-    finally:
-        servers.close()
+        server = servers.serving(version)
+    except LookupError as missing:
+        pytest.skip(f"{missing} ({dict(FRONTENDS)[version]})")
+    temp = server.base / "temp"  # where a run's previews would be
+    temp.mkdir(exist_ok=True)
+    for node_type, image in IMAGES.items():
+        shutil.copyfile(image, temp / f"layer_lab_{node_type}.png")
+    return server
 
 
 CELLS = [(version, renderer) for version, _ in FRONTENDS for renderer in RENDERERS]
@@ -200,49 +177,99 @@ def cell(request):
     return request.param
 
 
-@pytest.fixture
-def server(servers, cell):
-    return servers.serving(cell[0])
+class Page:
+    """One browser page of one cell (tests/browser/drive.mjs), open while the cell's tests run their parts
+    in it, in PARTS order: a part asked for runs, once, after the parts before it."""
+
+    PARTS = ("plans", "set_by_code", "switched", "lora", "grid", "images", "workflows", "docs", "console")
+
+    def __init__(self, server, renderer: str):
+        self.server, self.cell = server, (server.frontend, renderer)
+        self.seen: dict = {}
+        screenshots = None
+        if os.environ.get("LAYER_LAB_SCREENSHOTS") == "1" and server.frontend == SCREENSHOT_FRONTEND:
+            screenshots = {"folder": str(ROOT / "docs"), "suffix": "" if renderer == "classic" else "_nodes2"}
+        # its own process group, so that ending it also ends the Chromium it started
+        self.driver = subprocess.Popen(["node", str(DRIVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.opened = self.send("open", url=server.url, renderer=renderer, screenshots=screenshots,
+                                chromium=CHROMIUM)
+
+    def send(self, part: str, timeout: float = 120, **command):
+        self.driver.stdin.write(json.dumps({"part": part, **command}) + "\n")
+        self.driver.stdin.flush()
+        answer = _read_line(self.driver, timeout)
+        if answer is None:
+            self.kill()
+            raise AssertionError(f"the browser driver gave no answer to {part!r} in {timeout} s:\n"
+                                 f"{self.driver.stderr.read()[-4000:]}\nserver log:\n{self.server.log()[-3000:]}")
+        answer = json.loads(answer)
+        if not answer["ok"]:
+            raise AssertionError(f"the browser driver failed in {part!r}:\n{answer['error']}\n"
+                                 f"server log:\n{self.server.log()[-3000:]}")
+        return answer["result"]
+
+    def part(self, name: str):
+        for earlier in self.PARTS[:self.PARTS.index(name) + 1]:
+            if earlier not in self.seen:
+                self.seen[earlier] = self.send(earlier, **JOB[earlier])
+        return self.seen[name]
+
+    def close(self):
+        try:
+            self.send("close", timeout=30)
+            self.driver.stdin.close()
+            self.driver.wait(timeout=10)
+        except Exception:
+            self.kill()
+
+    def kill(self):
+        if self.driver.poll() is None:
+            os.killpg(self.driver.pid, signal.SIGKILL)
+            self.driver.wait()
+
+
+def _read_line(process, timeout: float) -> str | None:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline() if ready else None
+
+
+DOCS_NODE = "LayerLabPlan"
+
+
+def _first_plain_words(markdown: str) -> str:
+    """Words of the page's first paragraph that markdown renders as they are, to look for on screen."""
+    for line in markdown.splitlines():
+        if line and line[0].isalpha():
+            return line.split("`")[0].split("*")[0].split("[")[0].strip()[:40]
+    raise AssertionError("the page has no paragraph")
+
+
+DOCS_TEXT = _first_plain_words((ROOT / "js" / "docs" / f"{DOCS_NODE}.md").read_text())
+CHROMIUM = os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+# What each part does in the page (see drive.mjs)
+JOB = {
+    "plans": {"plans": [{"name": name, "inputs": inputs} for name, inputs in PLANS]},
+    "set_by_code": {"set_by_code": [{"name": name, "inputs": inputs} for name, inputs in SET_BY_CODE]},
+    "switched": {"switched": [{"name": name, "inputs": inputs} for name, inputs in SWITCHED]},
+    "lora": {"lora": [{"name": name, "inputs": inputs} for name, inputs in LORA]},
+    "grid": {"grid": [{"name": "strip_grid", "plans": GRID_PLANS}, {"name": "too_many", "plans": GRID_TOO_MANY},
+                      {"name": "valid", "plans": GRID_VALID}]},
+    "images": {"images": {node_type: f"layer_lab_{node_type}.png" for node_type in IMAGES}},
+    "docs": {"node": DOCS_NODE, "text": DOCS_TEXT},
+    "workflows": {"workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS}},
+    "console": {},
+}
 
 
 @pytest.fixture(scope="module")
-def seen(servers, cell, tmp_path_factory):
-    """What one browser session saw in one cell: console, strips as typed into, images, workflows."""
-    server = servers.serving(cell[0])
-    renderer = cell[1]
-    screenshots = None
-    if os.environ.get("LAYER_LAB_SCREENSHOTS") == "1" and server.frontend == SCREENSHOT_FRONTEND:
-        screenshots = {"folder": str(ROOT / "docs"), "suffix": "" if renderer == "classic" else "_nodes2"}
-    job = {
-        "url": server.url,
-        "chromium": os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser"),
-        "renderer": renderer,
-        "screenshots": screenshots,
-        "plans": [{"name": name, "inputs": inputs} for name, inputs in PLANS],
-        "set_by_code": [{"name": name, "inputs": inputs} for name, inputs in SET_BY_CODE],
-        "switched": [{"name": name, "inputs": inputs} for name, inputs in SWITCHED],
-        "lora": [{"name": name, "inputs": inputs} for name, inputs in LORA],
-        "grid": [{"name": "strip_grid", "plans": GRID_PLANS}, {"name": "too_many", "plans": GRID_TOO_MANY},
-                 {"name": "valid", "plans": GRID_VALID}],
-        "images": {node_type: f"layer_lab_{node_type}.png" for node_type in IMAGES},
-        "workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS},
-    }
-    job_file = tmp_path_factory.mktemp("browser") / "job.json"
-    job_file.write_text(json.dumps(job))
-    # its own process group, so that a timeout also ends the Chromium it started
-    driver = subprocess.Popen(["node", str(DRIVER), str(job_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+def page(servers, cell):
+    """The cell's page: its frontend's server, its renderer."""
+    opened = Page(serving(servers, cell[0]), cell[1])
     try:
-        stdout, stderr = driver.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-        raise AssertionError(f"the browser driver did not finish in 600 s\nserver log:\n{server.log()[-3000:]}")
-    if driver.returncode != 0:
-        raise AssertionError(f"the browser driver failed:\n{stderr[-4000:]}\nserver log:\n{server.log()[-3000:]}")
-    result = json.loads(stdout)
-    result["cell"] = cell
-    return result
+        yield opened
+    finally:
+        opened.close()
 
 
 def _rows(state):
@@ -271,24 +298,16 @@ def _on_its_node(state):
 RUN, PAR, REP, REV, SKIP = "run", "parallel", "repeated", "reversed", "skipped"
 
 
-def test_the_cell_runs_its_renderer_and_loads_the_extension_once(seen):
-    assert seen["renderer"] == seen["cell"][1]
-    assert EXTENSION in seen["extensions"]
-    ours = [name for name in seen["extension_files"] if name.endswith("/block_strip.js")]
+def test_the_cell_runs_its_renderer_and_loads_the_extension_once(page):
+    opened = page.opened
+    assert opened["renderer"] == page.cell[1]
+    assert EXTENSION in opened["extensions"]
+    ours = [name for name in opened["extension_files"] if name.endswith("/block_strip.js")]
     assert len(ours) == 1, f"the pack's script was loaded {len(ours)} times: {ours}"
 
 
-def test_no_console_error_and_nothing_logged_by_the_pack(seen, server):
-    mismatch = not knows_cancelled_jobs(server)
-    errors = [entry for entry in seen["console"] if entry["type"] in ("error", "pageerror")
-              and not is_offline_noise(entry) and not is_frontend_noise(entry)
-              and not (mismatch and is_jobs_mismatch(entry))]
-    assert errors == []
-    assert [entry for entry in seen["console"] if is_the_pack_s(entry)] == []
-
-
-def test_strip_shows_the_steps_of_a_valid_plan(seen):
-    state = seen["plans"]["strip"]
+def test_strip_shows_the_steps_of_a_valid_plan(page):
+    state = page.part("plans")["strip"]
     _current(state, dict(PLANS)["strip"])
     assert state["ok"] == "true"
     rows = _rows(state)
@@ -304,8 +323,8 @@ def test_strip_shows_the_steps_of_a_valid_plan(seen):
     assert "Flux.1 block counts until the graph runs" in state["note"]
 
 
-def test_strip_shows_the_parse_error_with_token_and_position(seen):
-    state = seen["plans"]["strip_error"]
+def test_strip_shows_the_parse_error_with_token_and_position(page):
+    state = page.part("plans")["strip_error"]
     _current(state, dict(PLANS)["strip_error"])
     assert state["ok"] == "false"
     rows = _rows(state)
@@ -322,8 +341,8 @@ AGAIN_DOUBLE = [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "3"), (REP, "7*2")] + 
     (SKIP, str(i)) for i in (4, 5, 6, *range(8, 19))]
 
 
-def test_strip_follows_typing_back_to_a_valid_plan(seen):
-    state = seen["plans"]["again"]
+def test_strip_follows_typing_back_to_a_valid_plan(page):
+    state = page.part("plans")["again"]
     _current(state, dict(PLANS)["again"])
     assert state["ok"] == "true" and not any(row["error"] for row in state["rows"])
     rows = _rows(state)
@@ -331,17 +350,17 @@ def test_strip_follows_typing_back_to_a_valid_plan(seen):
     assert _cells(rows["single_blocks"]) == [(RUN, str(i)) for i in range(38)]
 
 
-def test_strip_follows_each_keystroke_before_the_edit_is_committed(seen):
+def test_strip_follows_each_keystroke_before_the_edit_is_committed(page):
     # in the classic renderer the edit box is open; in Nodes 2.0 the text box has not lost focus yet
-    live = seen["plans"]["again"]["live"]["double_blocks"]
+    live = page.part("plans")["again"]["live"]["double_blocks"]
     assert not live["timed_out"] and live["sent"]["double_blocks"] == "0-3, 7*2"
     assert _cells(_rows(live)["double_blocks"]) == AGAIN_DOUBLE
-    error = _rows(seen["plans"]["strip_error"]["live"]["double_blocks"])["double_blocks"]["error"]
+    error = _rows(page.part("plans")["strip_error"]["live"]["double_blocks"])["double_blocks"]["error"]
     assert error["marked"] == "19"
 
 
-def test_strip_follows_values_set_without_an_event_and_shows_a_refusal(seen):
-    refused, valid = (seen["set_by_code"][name] for name, _ in SET_BY_CODE)
+def test_strip_follows_values_set_without_an_event_and_shows_a_refusal(page):
+    refused, valid = (page.part("set_by_code")[name] for name, _ in SET_BY_CODE)
     assert not refused["timed_out"] and refused["sent"] == dict(SET_BY_CODE)["refused"]
     _on_its_node(refused)
     assert refused["ok"] == "false" and refused["rows"] == []
@@ -353,16 +372,16 @@ def test_strip_follows_values_set_without_an_event_and_shows_a_refusal(seen):
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, ids=lambda r: f"then-{r}")
-def test_strip_follows_typing_after_the_renderer_is_switched(seen, renderer):
+def test_strip_follows_typing_after_the_renderer_is_switched(page, renderer):
     # the node was on the canvas while the renderer changed: first to the other one, then back
-    error = seen["switched"][f"{renderer}:error"]
+    error = page.part("switched")[f"{renderer}:error"]
     _current(error, dict(SWITCHED)["error"])
     rows = _rows(error)
     assert error["ok"] == "false" and rows["double_blocks"]["cells"] == []
     assert (rows["double_blocks"]["error"]["token"], rows["double_blocks"]["error"]["position"]) == ("99", "5")
     assert "block 99 is out of range" in rows["double_blocks"]["error"]["text"]
     assert _cells(rows["single_blocks"]) == [(RUN, str(i)) for i in range(38)]
-    valid = seen["switched"][f"{renderer}:valid"]
+    valid = page.part("switched")[f"{renderer}:valid"]
     _current(valid, dict(SWITCHED)["valid"])
     rows = _rows(valid)
     assert valid["ok"] == "true" and not any(row["error"] for row in valid["rows"])
@@ -371,11 +390,11 @@ def test_strip_follows_typing_after_the_renderer_is_switched(seen, renderer):
     assert valid["in_node_element"] == (renderer == "nodes2")
 
 
-def test_lora_strip_shows_the_selected_blocks(seen):
+def test_lora_strip_shows_the_selected_blocks(page):
     def selected(row):
         return [int(cell["label"]) for cell in row["cells"] if cell["kind"] == "selected"]
 
-    valid, invalid, again = (seen["lora"][name] for name, _ in LORA)
+    valid, invalid, again = (page.part("lora")[name] for name, _ in LORA)
     for state, (_, inputs) in zip((valid, invalid, again), LORA):
         _current(state, inputs)
     rows = _rows(valid)
@@ -389,8 +408,8 @@ def test_lora_strip_shows_the_selected_blocks(seen):
     assert selected(rows["double_blocks"]) == [0, 18] and selected(rows["single_blocks"]) == list(range(30, 38))
 
 
-def test_grid_strip_draws_each_plan_line(seen):
-    state = seen["grid"]["strip_grid"]
+def test_grid_strip_draws_each_plan_line(page):
+    state = page.part("grid")["strip_grid"]
     assert not state["timed_out"] and state["sent"] == {"plans": GRID_PLANS}
     _on_its_node(state)
     assert state["ok"] == "false"  # one line is invalid
@@ -410,8 +429,8 @@ def test_grid_strip_draws_each_plan_line(seen):
     assert rows["5", "single_blocks"]["note"] == "original order"  # 'all' typed: the original order too
 
 
-def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(seen):
-    state = seen["grid"]["strip_grid"]
+def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(page):
+    state = page.part("grid")["strip_grid"]
     (line,) = [line for line in state["lines"] if line["ok"] == "false"]
     text = GRID_PLANS.splitlines()[5]
     column = text.index("40") + 1
@@ -423,16 +442,16 @@ def test_grid_strip_shows_the_invalid_line_at_its_line_and_column(seen):
     assert not any(row["line"] == "6" for row in state["rows"])
 
 
-def test_grid_strip_says_why_it_shows_no_line_beyond_the_limit(seen):
-    state = seen["grid"]["too_many"]
+def test_grid_strip_says_why_it_shows_no_line_beyond_the_limit(page):
+    state = page.part("grid")["too_many"]
     assert not state["timed_out"] and state["sent"] == {"plans": GRID_TOO_MANY}
     _on_its_node(state)
     assert state["ok"] == "false" and state["lines"] == [] and state["rows"] == []
     assert state["refused"] == "not previewed: plans has 65 plan lines; the preview checks at most 64"
 
 
-def test_grid_strip_follows_the_text_to_a_valid_one(seen):
-    state = seen["grid"]["valid"]
+def test_grid_strip_follows_the_text_to_a_valid_one(page):
+    state = page.part("grid")["valid"]
     assert not state["timed_out"] and state["sent"] == {"plans": GRID_VALID}
     _on_its_node(state)
     assert state["ok"] == "true" and [line["number"] for line in state["lines"]] == ["1"]
@@ -441,23 +460,25 @@ def test_grid_strip_follows_the_text_to_a_valid_one(seen):
 
 
 @pytest.mark.parametrize("node_type", IMAGES)
-def test_node_shows_its_image_after_a_run(seen, node_type):
-    shown = seen["images"][node_type]
+def test_node_shows_its_image_after_a_run(page, node_type):
+    images = page.part("images")
+    shown = images["shown"][node_type]
     assert shown is not None, f"{node_type} shows no image after the executed event"
     filename = f"layer_lab_{node_type}.png"
     with Image.open(IMAGES[node_type]) as image:
         assert (shown["width"], shown["height"]) == image.size
     assert f"filename={filename}" in shown["src"] and "type=temp" in shown["src"]
-    assert {"filename": filename, "type": "temp", "status": 200} in seen["views"]
-    if seen["cell"][1] == "nodes2":  # an <img> inside the node; the classic canvas draws node.imgs
+    assert {"filename": filename, "type": "temp", "status": 200} in images["views"]
+    if page.cell[1] == "nodes2":  # an <img> inside the node; the classic canvas draws node.imgs
         assert shown["in_node_element"]
         image, node = shown["rect"], shown["node_rect"]
         assert image["width"] > 100 and node["x"] <= image["x"] <= node["x"] + node["width"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_example_workflow_loads_and_its_prompt_is_valid(seen, server, path):
-    loaded = seen["workflows"][path.name]
+def test_example_workflow_loads_and_its_prompt_is_valid(page, path):
+    server = page.server
+    loaded = page.part("workflows")[path.name]
     assert loaded["missing"] == [] and loaded["unregistered"] == []
     prompt = loaded["prompt"]
     assert any(node["class_type"].startswith("LayerLab") for node in prompt.values())
@@ -476,3 +497,20 @@ def test_example_workflow_loads_and_its_prompt_is_valid(seen, server, path):
     assert answer.get("node_errors") == {}
     server.post("/queue", {"clear": True})
     server.post("/interrupt", {})
+
+
+def test_the_node_docs_panel_shows_the_node_s_page(page):
+    seen = page.part("docs")
+    assert {"url": f"{page.server.url}/extensions/{live_server.PACK_FOLDER}/docs/{DOCS_NODE}.md", "status": 200} \
+        in seen["docs"], seen["docs"]
+    assert seen["shown"], f"the docs panel never showed {DOCS_TEXT!r}"
+
+
+def test_no_console_error_and_nothing_logged_by_the_pack(page):
+    logged = page.part("console")["entries"]  # after every other part ran in the page
+    mismatch = not knows_cancelled_jobs(page.server)
+    errors = [entry for entry in logged if entry["type"] in ("error", "pageerror")
+              and not is_offline_noise(entry) and not is_frontend_noise(entry)
+              and not (mismatch and is_jobs_mismatch(entry))]
+    assert errors == []
+    assert [entry for entry in logged if is_the_pack_s(entry) and not is_offline_noise(entry)] == []
