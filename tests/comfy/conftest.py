@@ -99,14 +99,18 @@ def _servers():
 
 
 def pytest_collection_finish(session):
-    """Start the server the live tests share while the tests before them run: it takes 10-20 s."""
-    if COMFYUI_PATH is not None and any(item.path.name in SERVER_MODULES for item in session.items):
-        from dit_layer_lab.tests.comfy import live_server
+    """Start the servers the live tests use while the tests before them run: each takes 10-20 s."""
+    modules = {item.path.name for item in session.items}
+    if COMFYUI_PATH is None or not modules & set(SERVER_MODULES):
+        return
+    from dit_layer_lab.tests.comfy import live_server
 
+    versions = live_server.frontends() if "test_browser.py" in modules else live_server.frontends()[:1]
+    for version, _ in versions:
         try:
-            _servers().launch(live_server.frontends()[0][0])
+            _servers().launch(version)
         except LookupError:
-            pass  # no frontend installed: the tests that need one say so
+            pass  # not installed: the tests that need it say so
 
 
 def pytest_sessionfinish(session):

@@ -2,15 +2,16 @@
 
 Needs, besides ``COMFYUI_PATH`` (see conftest.py): ComfyUI's server requirements, a Chromium
 (``chromium`` on PATH, or ``LAYER_LAB_CHROMIUM``), Node.js and ``npm ci --prefix tests/browser``
-(playwright-core only; it never downloads a browser). Without them these tests skip with the reason.
+(playwright-core only; it never downloads a browser); scripts/setup_comfyui_tests.sh installs them.
+Without them these tests skip with the reason.
 
-The tests run a matrix: every frontend of tests/browser/frontends.txt (installed under
-``.frontends/<version>`` by scripts/setup_comfyui_tests.sh; a frontend that is not installed skips
-its cells and says so), each in both node renderers, classic and "Nodes 2.0". One server per
-frontend, one browser session per cell (tests/browser/drive.mjs); the tests check what it saw.
-With ``LAYER_LAB_SCREENSHOTS=1`` the cells of the newest installed frontend also write
-docs/strip.png, docs/strip_error.png, docs/strip_grid.png and docs/probe_node.png (classic) and the
-same names ending in ``_nodes2`` (Nodes 2.0).
+The tests run a matrix: the frontend the ComfyUI under test pins, and every frontend of
+tests/browser/frontends.txt (installed under ``.frontends/<version>``; one that is not installed skips
+its cells and says so), each in both node renderers, classic and "Nodes 2.0". One server per frontend
+for the session (conftest.py), one browser page per cell (tests/browser/drive.mjs): each test asks the
+page for the part it checks, and the parts run once each, in order. With ``LAYER_LAB_SCREENSHOTS=1``
+the cells of the newest installed frontend also write docs/strip.png, docs/strip_error.png,
+docs/strip_grid.png and docs/probe_node.png (classic) and the same names ending in ``_nodes2`` (Nodes 2.0).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ too far: single_blocks=0-3, 40
 """
 GRID_TOO_MANY = "".join(f"line {i}: double_blocks={i % 19}\n" for i in range(65))  # more lines than previewed
 GRID_VALID = "only double: double_blocks=0-2, 17-18\n"
-# Images the nodes made (see the README), delivered to each node the way ComfyUI delivers a run's output.
+# Images the nodes made (see docs/probe.md, docs/plan-grid.md, docs/importance-sweep.md), delivered to each node the way ComfyUI delivers a run's output.
 IMAGES = {"LayerLabSimilarityProbe": ROOT / "docs" / "probe_heatmap.png",
           "LayerLabPlanGrid": ROOT / "docs" / "plan_grid.png",
           "LayerLabImportanceSweep": ROOT / "docs" / "importance_sweep.png"}
