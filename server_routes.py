@@ -2,6 +2,8 @@
 
     GET  /dit_layer_lab/preview   which node types have a strip, and which of their inputs it reads
     POST /dit_layer_lab/preview   {"node_type", "inputs", "counts"?, "family"?} -> core.preview's answer
+    POST /dit_layer_lab/model_blocks   {"loader", "name"} -> the family and block counts of that model file,
+                                       read from its header (core.model_blocks); 4xx {"error"} when unknown
 
 ComfyUI also serves both under /api. The route is thin: ``answer`` checks the request and calls
 ``core.preview``; it imports nothing from ComfyUI, so it is tested without a server.
@@ -18,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+from .core.model_blocks import LOADERS, MAX_NAME
 from .core.preview import (DEFAULT_COUNTS, DEFAULT_FAMILY, preview_lines, preview_plan, preview_selection,
                            preview_strategy)
 
 PATH = "/dit_layer_lab/preview"
+MODEL_BLOCKS_PATH = "/dit_layer_lab/model_blocks"
 MAX_BODY = 256 * 1024  # bytes of one request
+MAX_MODEL_BODY = 4096  # bytes of one model_blocks request: a loader type and a file name
 MAX_TEXT = 10_000  # characters of one text input
 
 _RANGE = ["stream", "first", "last"]
@@ -52,7 +57,8 @@ class BadRequest(ValueError):
 def describe() -> dict:
     """The answer to GET: the node types with a strip and the inputs each one reads."""
     return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY,
-            "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT}}
+            "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT, "max_name": MAX_NAME},
+            "loaders": {loader: widget for loader, (widget, _) in LOADERS.items()}}
 
 
 def answer(body) -> dict:
@@ -105,6 +111,28 @@ def respond(raw: bytes) -> tuple[int, dict]:
         return 400, {"error": str(error)}
 
 
+def respond_model_blocks(raw: bytes) -> tuple[int, dict]:
+    """The status and JSON answer for a model_blocks POST body: 200 with the model's family and counts, 400
+    for a malformed request, 404 for a file not in the loader's model folders, 422 for one that cannot be read
+    or holds a model the pack does not support; every error names the input and what is wrong."""
+    from .core.model_blocks import ModelBlocksError, model_blocks  # imports ComfyUI's folder_paths
+
+    if len(raw) > MAX_MODEL_BODY:
+        return 400, {"error": f"the request body is {len(raw)} bytes; a model_blocks request is at most {MAX_MODEL_BODY}"}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return 400, {"error": "the request body is not JSON"}
+    if not isinstance(body, dict) or not isinstance(body.get("loader"), str):
+        return 400, {"error": f"the request body is {{\"loader\": one of {', '.join(LOADERS)}, \"name\": a file name}}"}
+    try:
+        return 200, model_blocks(body["loader"], body.get("name"))
+    except ModelBlocksError as error:
+        return error.status, {"error": str(error)}
+    except OSError as error:
+        return 422, {"error": f"{_short(body.get('name'))} cannot be read: {error.strerror or error}"}
+
+
 def register(routes) -> None:
     """Add GET and POST ``PATH`` to ComfyUI's ``PromptServer.instance.routes`` (an aiohttp RouteTableDef)."""
     from aiohttp import web
@@ -128,9 +156,24 @@ def register(routes) -> None:
         status, result = await asyncio.to_thread(_respond_text, bytes(raw))
         return web.Response(text=result, status=status, content_type="application/json")
 
+    @routes.post(MODEL_BLOCKS_PATH)
+    async def post_model_blocks(request):
+        if request.content_length is not None and request.content_length > MAX_MODEL_BODY:
+            return web.json_response({"error": f"the request body is {request.content_length} bytes; a "
+                                               f"model_blocks request is at most {MAX_MODEL_BODY}"}, status=400)
+        raw = bytearray()
+        async for chunk in request.content.iter_any():
+            raw += chunk
+            if len(raw) > MAX_MODEL_BODY:
+                return web.json_response({"error": f"the request body is more than {MAX_MODEL_BODY} bytes; a "
+                                                   f"model_blocks request is at most {MAX_MODEL_BODY}"}, status=400)
+        # reading a header and building a model on the meta device take a while: off the event loop
+        status, result = await asyncio.to_thread(_respond_text, bytes(raw), respond_model_blocks)
+        return web.Response(text=result, status=status, content_type="application/json")
 
-def _respond_text(raw: bytes) -> tuple[int, str]:
-    status, result = respond(raw)
+
+def _respond_text(raw: bytes, respond_to=None) -> tuple[int, str]:
+    status, result = (respond_to or respond)(raw)
     return status, json.dumps(result)
 
 

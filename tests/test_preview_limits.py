@@ -15,6 +15,7 @@ import pytest
 from dit_layer_lab import server_routes
 from dit_layer_lab.core.plan import MAX_STEPS
 from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.core.model_blocks import MAX_NAME
 from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
 
 FLUX = {"double_blocks": 19, "single_blocks": 38}
@@ -72,7 +73,10 @@ def test_more_steps_than_the_limit_are_not_previewed_and_the_answer_says_why():
 
 
 def test_get_tells_the_frontend_the_request_limits():
-    assert server_routes.describe()["limits"] == {"max_body": MAX_BODY, "max_text": MAX_TEXT}
+    assert server_routes.describe()["limits"] == {"max_body": MAX_BODY, "max_text": MAX_TEXT, "max_name": MAX_NAME}
+    # the loader node types whose file the strip asks about, and the widget that names the file
+    assert server_routes.describe()["loaders"] == {"UNETLoader": "unet_name", "CheckpointLoaderSimple": "ckpt_name",
+                                                   "UnetLoaderGGUF": "unet_name"}
 
 
 def test_error_messages_quote_a_bad_value_briefly():

@@ -125,3 +125,66 @@ def test_there_are_example_workflows():
 def test_example_workflows_are_listed_as_templates(server):
     listed = server.get("/workflow_templates").get(live_server.PACK_FOLDER, [])
     assert sorted(listed) == sorted(path.stem for path in WORKFLOWS)
+
+
+MODEL_BLOCKS = "/dit_layer_lab/model_blocks"
+
+
+@pytest.fixture(scope="module")
+def model_files(server):
+    """Files in the server's diffusion_models folder: a tiny Wan model and files that are not models."""
+    import struct
+
+    import comfy.utils
+    from dit_layer_lab.tests.comfy import tiny_models as tm
+
+    folder = server.base / "models" / "diffusion_models"
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    wan = tm.tiny_wan(blocks=4).model.diffusion_model.state_dict()
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in wan.items()}, str(folder / "sub" / "tiny_wan.safetensors"))
+    (folder / "model.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    (folder / "model.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    (folder / "truncated.safetensors").write_bytes(struct.pack("<Q", 5000) + b'{"a": {')
+    (folder / "huge.safetensors").write_bytes(struct.pack("<Q", 2 ** 40) + b"{}")
+    (folder / "not_a_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    (server.base / "outside.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    return folder
+
+
+def test_model_blocks_of_a_file_in_the_model_folders(server, model_files):
+    for prefix in ("", "/api"):
+        status, answer = server.post(prefix + MODEL_BLOCKS, {"loader": "UNETLoader", "name": "sub/tiny_wan.safetensors"})
+        assert status == 200, answer
+        assert answer["family"] == "Wan" and answer["counts"] == {"double_blocks": 0, "single_blocks": 4}
+        assert answer["list_names"] == {"single_blocks": "blocks"}
+    assert server.get(ROUTE)["loaders"]["UNETLoader"] == "unet_name"
+
+
+# name -> (body, status, a fragment of the error)
+BAD_MODEL_REQUESTS = {
+    "outside the model folders": ({"loader": "UNETLoader", "name": "../../outside.safetensors"}, 404,
+                                  "is not a file in ComfyUI's diffusion_models model folders"),
+    "an absolute path": ({"loader": "UNETLoader", "name": "/etc/hostname"}, 404, "is not a file in ComfyUI's"),
+    "a file not there": ({"loader": "CheckpointLoaderSimple", "name": "missing.safetensors"}, 404,
+                         "checkpoints model folders"),
+    "an unknown loader": ({"loader": "KSampler", "name": "x"}, 400, "known: UNETLoader, CheckpointLoaderSimple"),
+    "a name that is not text": ({"loader": "UNETLoader", "name": ["a"]}, 400, "'name' is a model file name"),
+    "no loader": ({"name": "x"}, 400, "\"loader\": one of UNETLoader"),
+    "not JSON": (b"{nope", 400, "not JSON"),
+    "a large body": ({"loader": "UNETLoader", "name": "x" * 10_000}, 400, "a model_blocks request is at most 4096"),
+    "GGUF": ({"loader": "UNETLoader", "name": "model.gguf"}, 422, "GGUF file; its block counts are not read yet"),
+    "a pickle checkpoint": ({"loader": "UNETLoader", "name": "model.ckpt"}, 422, "model.ckpt is not a safetensors"),
+    "a truncated header": ({"loader": "UNETLoader", "name": "truncated.safetensors"}, 422, "is truncated"),
+    "a huge header length": ({"loader": "UNETLoader", "name": "huge.safetensors"}, 422,
+                             "the header is read up to 104857600 bytes"),
+    "no model in it": ({"loader": "UNETLoader", "name": "not_a_model.safetensors"}, 422,
+                       "ComfyUI does not recognise a diffusion model in not_a_model.safetensors"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MODEL_REQUESTS))
+def test_model_blocks_refuses_bad_input_with_the_reason(server, model_files, name):
+    body, expected, fragment = BAD_MODEL_REQUESTS[name]
+    status, answer = server.post(MODEL_BLOCKS, body)
+    assert (status, set(answer)) == (expected, {"error"}), answer
+    assert fragment in answer["error"]
