@@ -1,7 +1,8 @@
 """The pack's HTTP route: what a node's block inputs will do, for the strip the frontend draws on it.
 
     GET  /dit_layer_lab/preview   which node types have a strip, and which of their inputs it reads
-    POST /dit_layer_lab/preview   {"node_type", "inputs", "counts"?, "family"?} -> core.preview's answer
+    POST /dit_layer_lab/preview   {"node_type", "inputs", "counts"?, "family"?, "counts_unknown"?} -> core.preview's
+                                  answer; without "counts", the counts are unknown ("counts_unknown" says why)
     POST /dit_layer_lab/model_blocks   {"loader", "name"} -> the family and block counts of that model file,
                                        read from its header (core.model_blocks); 4xx {"error"} when unknown
 
@@ -21,14 +22,14 @@ import asyncio
 import json
 
 from .core.model_blocks import LOADERS, MAX_NAME
-from .core.preview import (DEFAULT_COUNTS, DEFAULT_FAMILY, preview_lines, preview_plan, preview_selection,
-                           preview_strategy)
+from .core.preview import UNKNOWN_NOTE, preview_lines, preview_plan, preview_selection, preview_strategy
 
 PATH = "/dit_layer_lab/preview"
 MODEL_BLOCKS_PATH = "/dit_layer_lab/model_blocks"
 MAX_BODY = 256 * 1024  # bytes of one request
 MAX_MODEL_BODY = 4096  # bytes of one model_blocks request: a loader type and a file name
 MAX_TEXT = 10_000  # characters of one text input
+MAX_REASON = 1000  # characters of why the counts are unknown (a model_blocks error, quoted by the strip)
 
 _RANGE = ["stream", "first", "last"]
 _WINDOW = ["start_percent", "end_percent"]
@@ -56,8 +57,7 @@ class BadRequest(ValueError):
 
 def describe() -> dict:
     """The answer to GET: the node types with a strip and the inputs each one reads."""
-    return {"nodes": NODES, "default_counts": DEFAULT_COUNTS, "default_family": DEFAULT_FAMILY,
-            "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT, "max_name": MAX_NAME},
+    return {"nodes": NODES, "limits": {"max_body": MAX_BODY, "max_text": MAX_TEXT, "max_name": MAX_NAME},
             "loaders": {loader: widget for loader, (widget, _) in LOADERS.items()}}
 
 
@@ -78,17 +78,24 @@ def answer(body) -> dict:
     counts, family = _counts(body.get("counts")), body.get("family")
     if family is not None and (not isinstance(family, str) or len(family) > 100):
         raise BadRequest(f"'family' is a model family name, got {_short(family)}")
+    unknown = body.get("counts_unknown")
+    if unknown is not None and (not isinstance(unknown, str) or len(unknown) > MAX_REASON):
+        raise BadRequest(f"'counts_unknown' is why the block counts are unknown, at most {MAX_REASON} characters")
+    if counts is None:  # never invented: without the model's counts, the answer says they are unknown
+        unknown = unknown or UNKNOWN_NOTE
+    elif unknown is not None:
+        raise BadRequest("a request carries either 'counts' or 'counts_unknown', not both")
     try:
         if spec["kind"] == "plan":
-            return preview_plan(_texts(inputs), counts, family)
+            return preview_plan(_texts(inputs), counts, family, unknown)
         if spec["kind"] == "selection":
-            return preview_selection(_texts(inputs), counts, family)
+            return preview_selection(_texts(inputs), counts, family, unknown)
         if spec["kind"] == "lines":
-            return preview_lines(_text(inputs, "plans"), counts, family)
+            return preview_lines(_text(inputs, "plans"), counts, family, unknown)
         params = {name: _integer(inputs, name) for name in _STRATEGY_PARAMS if name in spec["inputs"]}
         return preview_strategy(spec["strategy"], _text(inputs, "stream"), _integer(inputs, "first"),
                                 _integer(inputs, "last"), params, counts, family,
-                                _number(inputs, "start_percent"), _number(inputs, "end_percent"))
+                                _number(inputs, "start_percent"), _number(inputs, "end_percent"), unknown)
     except BadRequest:
         raise
     except ValueError as error:  # counts that are not block counts

@@ -14,7 +14,7 @@ import pytest
 
 from dit_layer_lab import server_routes
 from dit_layer_lab.core.plan import MAX_STEPS
-from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, UNKNOWN_NOTE, preview_plan
 from dit_layer_lab.core.model_blocks import MAX_NAME
 from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
 
@@ -100,7 +100,8 @@ def test_respond_answers_every_body_with_a_result_or_the_reason(raw, status, fra
     if fragment:
         assert fragment in answer["error"]
     else:
-        assert answer == json.loads(json.dumps(preview_plan({"double_blocks": "0-2, 7", "single_blocks": "all"})))
+        assert answer == json.loads(json.dumps(preview_plan({"double_blocks": "0-2, 7", "single_blocks": "all"},
+                                                            unknown=UNKNOWN_NOTE)))
 
 
 # The heaviest requests within the limits: each gets a full answer (how fast is not a test's business).
@@ -188,7 +189,7 @@ def test_the_route_refuses_a_large_body_without_reading_it():
 
         response = await client.post(server_routes.PATH, data=chunks())
         assert response.status == 400 and f"at most {MAX_BODY}" in (await response.json())["error"]
-        response = await client.post(server_routes.PATH, data=json.dumps(plan("0-2, 19")))
+        response = await client.post(server_routes.PATH, data=json.dumps(plan("0-2, 19", counts=FLUX)))
         assert response.status == 200 and not (await response.json())["ok"]
 
     _serve(check)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, UNKNOWN_NOTE, preview_plan
 from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
 from dit_layer_lab.tests.comfy import live_server
 
@@ -37,7 +37,7 @@ def test_route_answers_over_http(server):
     texts = {"double_blocks": "0-2, 19", "single_blocks": "all"}
     for prefix in ("", "/api"):
         status, answer = server.post(prefix + ROUTE, {"node_type": "LayerLabPlan", "inputs": texts})
-        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts)))
+        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts, unknown=UNKNOWN_NOTE)))
     status, answer = server.post(ROUTE, {"node_type": "KSampler", "inputs": {}})
     assert status == 400 and "KSampler" in answer["error"]
     assert "LayerLabPlan" in server.get(ROUTE)["nodes"]
