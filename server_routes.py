@@ -3,8 +3,9 @@
     GET  /dit_layer_lab/preview   which node types have a strip, and which of their inputs it reads
     POST /dit_layer_lab/preview   {"node_type", "inputs", "counts"?, "family"?, "counts_unknown"?} -> core.preview's
                                   answer; without "counts", the counts are unknown ("counts_unknown" says why)
-    POST /dit_layer_lab/model_blocks   {"loader", "name"} -> the family and block counts of that model file,
-                                       read from its header (core.model_blocks); 4xx {"error"} when unknown
+    POST /dit_layer_lab/model_blocks   {"loader", "name"} -> {"known": true, "family", "counts", ...} of that
+                                       model file, read from its header (core.model_blocks), or
+                                       {"known": false, "error"}; a malformed request gets a 400
 
 ComfyUI also serves both under /api. The route is thin: ``answer`` checks the request and calls
 ``core.preview``; it imports nothing from ComfyUI, so it is tested without a server.
@@ -119,9 +120,11 @@ def respond(raw: bytes) -> tuple[int, dict]:
 
 
 def respond_model_blocks(raw: bytes) -> tuple[int, dict]:
-    """The status and JSON answer for a model_blocks POST body: 200 with the model's family and counts, 400
-    for a malformed request, 404 for a file not in the loader's model folders, 422 for one that cannot be read
-    or holds a model the pack does not support; every error names the input and what is wrong."""
+    """The status and JSON answer for a model_blocks POST body: 400 for a malformed request (the strip never
+    sends one); else 200 with {"known": true, the model's family and counts}, or {"known": false, "error"}
+    for a file not in the loader's model folders, one that cannot be read, or a model the pack does not
+    support. These are answers, not failures: a shared workflow often names a file this machine lacks,
+    and the strip shows the reason. Every error names the input and what is wrong."""
     from .core.model_blocks import ModelBlocksError, model_blocks  # imports ComfyUI's folder_paths
 
     if len(raw) > MAX_MODEL_BODY:
@@ -133,11 +136,11 @@ def respond_model_blocks(raw: bytes) -> tuple[int, dict]:
     if not isinstance(body, dict) or not isinstance(body.get("loader"), str):
         return 400, {"error": f"the request body is {{\"loader\": one of {', '.join(LOADERS)}, \"name\": a file name}}"}
     try:
-        return 200, model_blocks(body["loader"], body.get("name"))
+        return 200, {"known": True, **model_blocks(body["loader"], body.get("name"))}
     except ModelBlocksError as error:
-        return error.status, {"error": str(error)}
+        return (400, {"error": str(error)}) if error.status == 400 else (200, {"known": False, "error": str(error)})
     except OSError as error:
-        return 422, {"error": f"{_short(body.get('name'))} cannot be read: {error.strerror or error}"}
+        return 200, {"known": False, "error": f"{_short(body.get('name'))} cannot be read: {error.strerror or error}"}
 
 
 def register(routes) -> None:

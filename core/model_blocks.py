@@ -29,7 +29,9 @@ _cache_lock = threading.Lock()
 
 
 class ModelBlocksError(ValueError):
-    """Why the block counts of a file are not known; ``status`` is the HTTP status the route answers."""
+    """Why the block counts of a file are not known: ``status`` 400 for a malformed request, 404 for a file not
+    in the model folders, 422 for one that cannot be read or holds no supported model (the route answers the
+    last two with 200 and "known": false)."""
 
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)

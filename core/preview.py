@@ -137,6 +137,9 @@ def _lines(context: _Context, text: str) -> list[dict]:
         streams = [_order_stream(context, stream, typed.get(stream), lambda n, s=stream: order(n, s),
                                  lambda c=counts[stream]: c - 1)
                    for stream in STREAMS if not context.known or context.counts[stream] or stream in typed]
+        for entry in streams:
+            if not context.known and entry["stream"] not in typed:  # left out: the original order, any count
+                entry.update(changed=False, depends_on_counts=False)
         answers.append({"number": line.number, "label": line.label, "ok": True, "error": None, "streams": streams})
     return sorted(answers, key=lambda entry: entry["number"])
 
