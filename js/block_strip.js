@@ -35,7 +35,8 @@ const MARGIN = 4;
 let NODES = {}; // node type -> {kind, inputs}, from GET ROUTE
 let LIMITS = {}; // what one request may carry ({max_text}), from GET ROUTE
 let LOADERS = {}; // loader node type -> its file widget, from GET ROUTE
-const FILE_MODELS = new Map(); // JSON [loader, name] -> {family, counts} | {error}, or null while asked
+const FILE_MODELS = new Map(); // JSON [loader, name] -> {known: {family, counts} | {error} | null, time, asking}
+const FILE_TTL_MS = 10000; // a file's answer is asked again after this (the file may have been added or replaced)
 const STRIPS = new Set(); // the strips of the nodes in a graph
 
 const STYLE = `
@@ -229,8 +230,10 @@ function modelSource(node) {
 // `then` runs when a new answer arrives.
 function fileModel(source, then) {
   const key = JSON.stringify([source.loader, source.name]);
-  if (FILE_MODELS.has(key)) return FILE_MODELS.get(key);
-  FILE_MODELS.set(key, null);
+  const entry = FILE_MODELS.get(key) ?? { known: null, time: 0, asking: false };
+  FILE_MODELS.set(key, entry);
+  if (entry.asking || Date.now() - entry.time < FILE_TTL_MS) return entry.known;
+  entry.asking = true; // the last answer stays shown until the new one comes
   (async () => {
     let known;
     try {
@@ -241,12 +244,11 @@ function fileModel(source, then) {
         : { error: answer.error ?? response.statusText };
     } catch (error) {
       known = { error: `the model route did not answer: ${error.message}` };
-      setTimeout(() => FILE_MODELS.delete(key), RETRY_MS); // ask again later
     }
-    FILE_MODELS.set(key, known);
+    Object.assign(entry, { known, time: Date.now(), asking: false });
     then();
   })();
-  return null;
+  return entry.known;
 }
 
 function unknownReason(error) {

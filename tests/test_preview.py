@@ -397,6 +397,8 @@ def test_unknown_counts_plan_grid_lines():
     assert a["ok"] and blocks_and_kinds(double) == [([0], "run"), ([1], "run"), ([2], "run")]
     single = next(s for s in b["streams"] if s["stream"] == "single_blocks")
     assert b["ok"] and single["depends_on_counts"] and single["cells"] == []
+    left_out = next(s for s in b["streams"] if s["stream"] == "double_blocks")  # the original order, whatever the count
+    assert left_out["ok"] and left_out["changed"] is False and not left_out["depends_on_counts"]
     assert not c["ok"] and c["error"]["line"] == 3
 
 
