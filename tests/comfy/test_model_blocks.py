@@ -102,3 +102,14 @@ def test_a_file_comfyui_does_not_recognise(tmp_path):
     comfy.utils.save_torch_file({"some.weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(ModelBlocksError, match="ComfyUI does not recognise a diffusion model in not_a_model"):
         blocks_from_header(read_header(str(path)), path.name)
+
+
+def test_a_model_the_pack_does_not_support_is_named(tmp_path):
+    import torch
+
+    # ComfyUI detects Genmo Mochi from this one tensor name and fixes its full size (48 blocks of width
+    # 3072): the model is built on the meta device, nothing allocated, and the pack does not support it
+    path = tmp_path / "mochi.safetensors"
+    comfy.utils.save_torch_file({"t5_yproj.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(ModelBlocksError, match=r"^not a supported model: comfy\.ldm\.genmo\.joint_model\."):
+        blocks_from_header(read_header(str(path)), path.name)
