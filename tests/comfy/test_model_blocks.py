@@ -113,3 +113,39 @@ def test_a_model_the_pack_does_not_support_is_named(tmp_path):
     comfy.utils.save_torch_file({"t5_yproj.weight": torch.zeros(1)}, str(path))
     with pytest.raises(ModelBlocksError, match=r"^not a supported model: comfy\.ldm\.genmo\.joint_model\."):
         blocks_from_header(read_header(str(path)), path.name)
+
+
+def write_header_only(path, module):
+    """A safetensors file of ``module``'s tensor names, dtypes and shapes, and no weights (the reader never
+    reads them): a real-size model's header without its gigabytes."""
+    import json
+    import struct
+
+    table, offset = {}, 0
+    for key, tensor in module.state_dict().items():
+        size = tensor.numel() * tensor.element_size()
+        table[key] = {"dtype": "BF16", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(table).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+def test_a_real_size_flux_dev_header(tmp_path):
+    """Flux.1-dev at its real size (19 double, 38 single blocks of width 3072), built on the meta device from
+    ComfyUI's own class, its header written without weights: detection and the meta build give its counts."""
+    import torch
+
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux({
+        "image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "patch_size": 2,
+        "context_in_dim": 4096, "vec_in_dim": 768, "hidden_size": 3072, "num_heads": 24, "mlp_ratio": 4.0,
+        "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True, "txt_ids_dims": [], "yak_mlp": False,
+        "txt_norm": False, "depth": 19, "depth_single_blocks": 38})
+    config.set_inference_dtype(torch.bfloat16, None)
+    with torch.device("meta"):
+        model = config.get_model({}, device=torch.device("meta"))
+    path = write_header_only(tmp_path / "flux1-dev.safetensors", model.diffusion_model)
+    answer = blocks_from_header(read_header(str(path)), path.name)
+    assert (answer["family"], answer["counts"]) == ("Flux", {"double_blocks": 19, "single_blocks": 38})
