@@ -87,3 +87,13 @@ def test_other_formats(tmp_path):
     text.write_bytes(b"hello world, this is text")
     with pytest.raises(HeaderError, match="not a safetensors file"):
         read_header(str(text))
+
+
+def test_a_file_changed_while_read(tmp_path, monkeypatch):
+    from dit_layer_lab.core import model_header
+
+    path = safetensors(tmp_path / "growing.safetensors", {"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}})
+    sizes = iter([100, 200])  # as another process writes the file between the reader's two looks at it
+    monkeypatch.setattr(model_header, "file_identity", lambda p: (p, next(sizes), 0))
+    with pytest.raises(HeaderError, match="growing.safetensors changed while its header was read"):
+        read_header(str(path))
