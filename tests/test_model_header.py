@@ -71,11 +71,46 @@ def test_header_not_json(tmp_path):
         read_header(str(safetensors(tmp_path / "d.safetensors", {"w": {"dtype": "F16", "shape": [-1]}})))
 
 
-def test_gguf_is_named_and_not_read(tmp_path):
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + b"\0" * 64)
-    with pytest.raises(HeaderError, match="model.gguf is a GGUF file; its block counts are not read yet"):
-        read_header(str(path))
+def gguf_string(text):
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def write_gguf(path, tensors, metadata=b"", kv_count=0, version=3):
+    """A GGUF file: ``tensors`` maps a name to (GGML type, PyTorch shape); dimensions are written innermost first."""
+    table = b"".join(gguf_string(name) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *reversed(shape))
+                     + struct.pack("<IQ", ggml_type, 0) for name, (ggml_type, shape) in tensors.items())
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", version, len(tensors), kv_count) + metadata + table)
+    return path
+
+
+def test_gguf_tensor_table(tmp_path):
+    # metadata of every kind is skipped: a string, a number, an array of strings, an array of numbers
+    metadata = (gguf_string("general.architecture") + struct.pack("<I", 8) + gguf_string("flux")
+                + gguf_string("general.file_type") + struct.pack("<II", 4, 15)
+                + gguf_string("tokens") + struct.pack("<IIQ", 9, 8, 2) + gguf_string("a") + gguf_string("bc")
+                + gguf_string("scores") + struct.pack("<IIQ", 9, 6, 3) + b"\0" * 12)
+    path = write_gguf(tmp_path / "model.gguf", {"double_blocks.0.img_attn.qkv.weight": (12, (9216, 3072)),
+                                                "img_in.bias": (0, (3072,)), "txt_in.weight": (30, (3072, 4096))},
+                      metadata, kv_count=4)
+    header = read_header(str(path))
+    assert header.tensors == {"double_blocks.0.img_attn.qkv.weight": ("Q4_K", (9216, 3072)),
+                              "img_in.bias": ("F32", (3072,)), "txt_in.weight": ("BF16", (3072, 4096))}
+
+
+def test_gguf_refusals(tmp_path):
+    with pytest.raises(HeaderError, match="GGUF file of version 1; versions 2 and 3 are read"):
+        read_header(str(write_gguf(tmp_path / "old.gguf", {}, version=1)))
+    whole = write_gguf(tmp_path / "whole.gguf", {"w": (0, (4, 4))}).read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(whole[:-5])
+    with pytest.raises(HeaderError, match="cut.gguf is truncated: its GGUF header ends after"):
+        read_header(str(tmp_path / "cut.gguf"))
+    huge = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2 ** 40) + b"key"
+    (tmp_path / "huge.gguf").write_bytes(huge)
+    with pytest.raises(HeaderError, match=f"its GGUF header is longer than {MAX_HEADER} bytes, the most that is read"):
+        read_header(str(tmp_path / "huge.gguf"))
+    with pytest.raises(HeaderError, match="GGML type 99, which is not known"):
+        read_header(str(write_gguf(tmp_path / "odd.gguf", {"w": (99, (4,))})))
 
 
 def test_other_formats(tmp_path):

@@ -142,7 +142,10 @@ def model_files(server):
     (folder / "sub").mkdir(parents=True, exist_ok=True)
     wan = tm.tiny_wan(blocks=4).model.diffusion_model.state_dict()
     comfy.utils.save_torch_file({k: v.contiguous() for k, v in wan.items()}, str(folder / "sub" / "tiny_wan.safetensors"))
-    (folder / "model.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    (folder / "model.gguf").write_bytes(b"GGUF" + b"\0" * 64)  # version 0
+    from dit_layer_lab.tests.comfy.test_model_blocks import write_gguf_header
+
+    write_gguf_header(folder / "sub" / "tiny_wan.gguf", wan)
     (folder / "model.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 64)
     (folder / "truncated.safetensors").write_bytes(struct.pack("<Q", 5000) + b'{"a": {')
     (folder / "huge.safetensors").write_bytes(struct.pack("<Q", 2 ** 40) + b"{}")
@@ -158,6 +161,9 @@ def test_model_blocks_of_a_file_in_the_model_folders(server, model_files):
         assert answer["family"] == "Wan" and answer["counts"] == {"double_blocks": 0, "single_blocks": 4}
         assert answer["list_names"] == {"single_blocks": "blocks"}
     assert server.get(ROUTE)["loaders"]["UNETLoader"] == "unet_name"
+    # a GGUF file's tensor table, for ComfyUI-GGUF's loader (found in diffusion_models without the pack)
+    status, answer = server.post(MODEL_BLOCKS, {"loader": "UnetLoaderGGUF", "name": "sub/tiny_wan.gguf"})
+    assert status == 200 and (answer["family"], answer["counts"]["single_blocks"]) == ("Wan", 4), answer
 
 
 # name -> (body, status, a fragment of the error): 400 for a request the strip never sends, else an answer
@@ -173,7 +179,8 @@ BAD_MODEL_REQUESTS = {
     "no loader": ({"name": "x"}, 400, "\"loader\": one of UNETLoader"),
     "not JSON": (b"{nope", 400, "not JSON"),
     "a large body": ({"loader": "UNETLoader", "name": "x" * 10_000}, 400, "a model_blocks request is at most 4096"),
-    "GGUF": ({"loader": "UNETLoader", "name": "model.gguf"}, 200, "GGUF file; its block counts are not read yet"),
+    "an old GGUF": ({"loader": "UnetLoaderGGUF", "name": "model.gguf"}, 200,
+                    "model.gguf is a GGUF file of version 0; versions 2 and 3 are read"),
     "a pickle checkpoint": ({"loader": "UNETLoader", "name": "model.ckpt"}, 200, "model.ckpt is not a safetensors"),
     "a truncated header": ({"loader": "UNETLoader", "name": "truncated.safetensors"}, 200, "is truncated"),
     "a huge header length": ({"loader": "UNETLoader", "name": "huge.safetensors"}, 200,

@@ -149,3 +149,25 @@ def test_a_real_size_flux_dev_header(tmp_path):
     path = write_header_only(tmp_path / "flux1-dev.safetensors", model.diffusion_model)
     answer = blocks_from_header(read_header(str(path)), path.name)
     assert (answer["family"], answer["counts"]) == ("Flux", {"double_blocks": 19, "single_blocks": 38})
+
+
+def write_gguf_header(path, state_dict):
+    """A GGUF file (version 3) listing ``state_dict``'s tensors as F32, with no weights: as ComfyUI-GGUF's
+    UnetLoaderGGUF files name a diffusion model's tensors (the original names, dimensions innermost first)."""
+    import struct
+
+    def string(text):
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    table = b"".join(string(key) + struct.pack("<I", tensor.dim()) + struct.pack(f"<{tensor.dim()}Q", *reversed(tensor.shape))
+                     + struct.pack("<IQ", 0, 0) for key, tensor in state_dict.items())
+    metadata = string("general.architecture") + struct.pack("<I", 8) + string("wan")
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, len(state_dict), 1) + metadata + table)
+    return path
+
+
+@pytest.mark.parametrize("name", [name for name in FAMILIES if name not in NOT_THE_TINY_MODEL])
+def test_a_gguf_header_gives_the_loaded_models_family_and_counts(name, tmp_path):
+    model = FAMILIES[name][0]()
+    path = write_gguf_header(tmp_path / f"{name}.gguf", model.model.diffusion_model.state_dict())
+    assert answer_for(path) == described(model.model.diffusion_model)
