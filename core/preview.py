@@ -4,8 +4,14 @@ The frontend never parses a plan: it sends the node's widget values here (throug
 server route) and draws what comes back. Every answer is built by the same functions the nodes run
 (``parse_steps``, ``strategy_rewrite``, ``check_lines``, ``parse_selection``), so the strip and the node agree.
 
-Block counts come from the model the node last ran on when the frontend knows them; before the
-first run they are Flux.1's (19 double, 38 single), and the answer says so.
+Block counts come from the model the node last ran on, or, before a run, from the header of the
+model file its MODEL input is loaded from (core.model_blocks); the frontend sends them. Where they are
+not known (``unknown``: the reason), nothing is invented: each text is checked by the same parser
+with enough blocks for every index it names (so only errors that no block count would cure are
+shown), and cells are drawn only for an order that does not depend on the block count (explicit
+indices, no ``all``; a strategy's range always does); the answer says why counts are unknown.
+Called with neither, the functions use Flux.1's counts (19 double, 38 single) and say so; the route
+never does that.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ DEFAULT_NOTE = ("block counts of Flux.1 (19 double, 38 single) until the graph r
 MAX_BLOCKS = 1000
 MAX_LINES = 64
 MAX_PREVIEW_STEPS = 2 * MAX_STEPS
+UNKNOWN_NOTE = "block counts unknown until the graph runs"
+CHECK_BLOCKS = 64  # with unknown counts, texts are checked against max(this, their largest index + 1) blocks
 MAX_CELLS = 256  # the strip shows at most this many cells per stream; the rest is counted in "more_cells"
 
 
@@ -37,9 +45,9 @@ class PreviewLimit(ValueError):
 
 
 def preview_plan(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
-                 family: str | None = None) -> dict:
+                 family: str | None = None, unknown: str | None = None) -> dict:
     """A Plan node: one typed plan per stream (streams not in ``texts`` are not shown)."""
-    context = _Context(counts, family)
+    context = _Context(counts, family, unknown)
     streams = [_order_stream(context, stream, text, lambda n, s=stream, t=text: parse_steps(t, n, s),
                              lambda s=stream, t=text: _largest_index(t))
                for stream, text in texts.items() if _known_stream(stream)]
@@ -48,9 +56,9 @@ def preview_plan(texts: Mapping[str, str], counts: Mapping[str, int] | None = No
 
 def preview_strategy(strategy: str, stream: str, first: int, last: int, params: Mapping[str, int] | None = None,
                      counts: Mapping[str, int] | None = None, family: str | None = None,
-                     start_percent: float = 0.0, end_percent: float = 1.0) -> dict:
+                     start_percent: float = 0.0, end_percent: float = 1.0, unknown: str | None = None) -> dict:
     """A strategy node (skip, repeat, reverse, parallel, shuffle) over first..last of one stream."""
-    context = _Context(counts, family)
+    context = _Context(counts, family, unknown)
     if stream not in STREAMS:
         return context.answer([], [stream])
     params = dict(params or {})
@@ -72,7 +80,8 @@ def preview_strategy(strategy: str, stream: str, first: int, last: int, params: 
     return answer
 
 
-def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: str | None = None) -> dict:
+def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: str | None = None,
+                  unknown: str | None = None) -> dict:
     """A Plan Grid node: per variant line, its label and the order of every stream, or the line's error.
 
     Lines are read and checked by ``variant_lines``, as the node does, on a model that carries no
@@ -82,7 +91,7 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
     run more than ``MAX_PREVIEW_STEPS`` steps together, the answer lists no line and says why in
     ``refused`` (the node itself takes them).
     """
-    context = _Context(counts, family)
+    context = _Context(counts, family, unknown)
     answer = context.answer([], [])
     try:
         answer["lines"] = _lines(context, text)
@@ -94,39 +103,65 @@ def preview_lines(text: str, counts: Mapping[str, int] | None = None, family: st
 
 
 def _lines(context: _Context, text: str) -> list[dict]:
-    base = LayerPlan(context.family or DEFAULT_FAMILY, tuple(context.counts.items()))
     lines, errors = scan_lines(text)
     if len(lines) + len(errors) > MAX_LINES:
         raise PreviewLimit(f"plans has {len(lines) + len(errors)} plan lines; the preview checks at most {MAX_LINES}")
     answers = [_line_error(error, None) for error in errors]
     for line in lines:
-        try:
+        if context.known:
+            counts = context.counts
+        else:  # enough blocks for every index the line names, in both streams
+            n_blocks = max([context.check_blocks(_largest_or_none(part.text)) for part in line.plans] or [CHECK_BLOCKS])
+            counts = {stream: n_blocks for stream in STREAMS}
+
+        def orders(counts):
+            base = LayerPlan(context.family or DEFAULT_FAMILY, tuple(counts.items()))
             (plan,) = check_lines([line], base, context.check_order)
+            return plan.compose(plan.all_active)
+
+        try:
+            checked = orders(counts)
         except PlanLinesError as bad:
             answers.extend(_line_error(error, line.label) for error in bad.errors)
             continue
-        orders, typed = plan.compose(plan.all_active), {part.stream: part.text.strip() for part in line.plans}
-        streams = [_order_stream(context, stream, typed.get(stream), lambda n, steps=orders[stream]: steps, None)
-                   for stream in STREAMS if context.counts[stream] or stream in typed]
+        typed = {part.stream: part.text.strip() for part in line.plans}
+
+        def order(n_blocks, stream, counts=counts, checked=checked):
+            if n_blocks == counts[stream]:
+                return checked[stream]
+            try:  # unknown counts: the same line on one more block, to see whether its order depends on them
+                return orders({s: n_blocks if s == stream else c for s, c in counts.items()})[stream]
+            except PlanLinesError:
+                return None
+
+        streams = [_order_stream(context, stream, typed.get(stream), lambda n, s=stream: order(n, s),
+                                 lambda c=counts[stream]: c - 1)
+                   for stream in STREAMS if not context.known or context.counts[stream] or stream in typed]
+        for entry in streams:
+            if not context.known and entry["stream"] not in typed:  # left out: the original order, any count
+                entry.update(changed=False, depends_on_counts=False)
         answers.append({"number": line.number, "label": line.label, "ok": True, "error": None, "streams": streams})
     return sorted(answers, key=lambda entry: entry["number"])
 
 
 def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None = None,
-                      family: str | None = None) -> dict:
+                      family: str | None = None, unknown: str | None = None) -> dict:
     """A LoRA block-selection node: which original blocks of each stream are selected."""
-    context = _Context(counts, family)
+    context = _Context(counts, family, unknown)
     streams = []
     for stream, text in texts.items():
         if not _known_stream(stream):
             continue
-        n_blocks = context.counts[stream]
-        base = {"stream": stream, "list_name": context.list_name(stream), "blocks": n_blocks, "text": text,
-                "kind": "selection"}
+        n_blocks = context.counts[stream] if context.known else context.check_blocks(_largest_or_none(text))
+        base = {"stream": stream, "list_name": context.list_name(stream), "blocks": context.counts[stream],
+                "text": text, "kind": "selection"}
         try:
             selected = parse_selection(text, n_blocks, stream)
         except PlanError as error:
             streams.append({**base, "ok": False, "error": context.error(error, stream, lambda t=text: _largest_index(t))})
+            continue
+        if not context.known:
+            streams.append({**base, **_unknown_selection(text, selected, n_blocks, stream)})
             continue
         chosen = set(selected)
         cells = [{"blocks": [i], "kind": "selected" if i in chosen else "unselected", "count": 1,
@@ -134,6 +169,17 @@ def preview_selection(texts: Mapping[str, str], counts: Mapping[str, int] | None
         streams.append({**base, "ok": True, "error": None, "cells": cells, "more_cells": 0,
                         "selected": list(selected), "plan": format_selection(selected, n_blocks)})
     return context.answer(streams, _unknown_streams(texts))
+
+
+def _unknown_selection(text: str, selected: tuple[int, ...], n_blocks: int, stream: str) -> dict:
+    """A valid selection on a model of unknown counts: its blocks as cells when no count changes them."""
+    try:
+        fixed = parse_selection(text, n_blocks + 1, stream) == selected
+    except PlanError:
+        fixed = False
+    cells = [{"blocks": [i], "kind": "selected", "count": 1, "label": str(i)} for i in selected] if fixed else []
+    return {"ok": True, "error": None, "cells": cells, "more_cells": 0, "selected": list(selected) if fixed else None,
+            "plan": format_selection(selected, n_blocks) if fixed else None, "depends_on_counts": not fixed}
 
 
 def cells_of(steps: Steps, limit: int | None = None) -> list[dict]:
@@ -205,10 +251,13 @@ def _runs(steps: Steps) -> list[list]:
 class _Context:
     """Block counts (from the model, or the defaults) and how to word errors with them."""
 
-    def __init__(self, counts: Mapping[str, int] | None, family: str | None):
+    def __init__(self, counts: Mapping[str, int] | None, family: str | None, unknown: str | None = None):
         self.steps = 0  # of all the orders in this answer, against MAX_PREVIEW_STEPS
-        self.from_model = counts is not None
-        if counts is None:
+        self.from_model = counts is not None and unknown is None
+        self.known, self.unknown = unknown is None, unknown
+        if unknown is not None:
+            self.counts, self.family = {s: None for s in STREAMS}, None
+        elif counts is None:
             self.counts, self.family = dict(DEFAULT_COUNTS), DEFAULT_FAMILY
         else:
             for stream in STREAMS:
@@ -217,6 +266,11 @@ class _Context:
                     raise ValueError(f"counts[{stream!r}] = {value!r:.60}: a block count is a whole number "
                                      f"from 0 to {MAX_BLOCKS}")
             self.counts, self.family = {s: counts.get(s, 0) for s in STREAMS}, family
+
+    def check_blocks(self, largest: int | None) -> int:
+        """With unknown counts: the blocks a text is checked against, enough for every index it names up to
+        the preview's MAX_BLOCKS (a larger index is out of range on any model the preview takes)."""
+        return min(MAX_BLOCKS, max(CHECK_BLOCKS, (largest or 0) + 1))
 
     def _family(self):
         """The model's family once a run has named it (None before, or for a name this pack does not know)."""
@@ -254,7 +308,7 @@ class _Context:
         except (PlanError, ValueError):
             index = None
         n_blocks = self.counts[stream]
-        if index is not None and index >= n_blocks:
+        if self.known and index is not None and index >= n_blocks:
             data["needs_blocks"] = index + 1
             source = (f"this {self.family} model has {n_blocks}" if self.from_model
                       else f"Flux.1 has {n_blocks}; these are default counts until the graph runs")
@@ -267,6 +321,9 @@ class _Context:
                             "error": {"message": f"unknown stream {stream!r:.60}: choose one of {', '.join(STREAMS)}",
                                       "reason": "unknown stream", "position": None, "token": stream,
                                       "needs_blocks": None}})
+        if not self.known:
+            return {"ok": all(s["ok"] for s in streams), "counts": None, "family": None, "counts_source": "unknown",
+                    "note": self.unknown, "refused": None, "streams": streams}
         return {"ok": all(s["ok"] for s in streams), "counts": dict(self.counts), "family": self.family,
                 "counts_source": "model" if self.from_model else "default",
                 "note": None if self.from_model else DEFAULT_NOTE, "refused": None, "streams": streams}
@@ -276,6 +333,8 @@ def _order_stream(context: _Context, stream: str, text: str | None, order, large
     n_blocks = context.counts[stream]
     base = {"stream": stream, "list_name": context.list_name(stream), "blocks": n_blocks, "text": text,
             "kind": "order"}
+    if not context.known:
+        return _unknown_order_stream(context, base, order, largest)
     try:
         steps = order(n_blocks)
         context.check_order(stream, steps, n_blocks)
@@ -287,6 +346,38 @@ def _order_stream(context: _Context, stream: str, text: str | None, order, large
             "more_cells": max(0, len(_runs(steps)) - MAX_CELLS),
             "skipped": [i for i in range(n_blocks) if i not in ran], "plan": format_steps(steps, n_blocks),
             "changed": steps != identity(n_blocks), "steps": len(steps)}
+
+
+def _unknown_order_stream(context: _Context, base: dict, order, largest) -> dict:
+    """An order on a model of unknown counts: checked against enough blocks for every index it names; its
+    cells only when one more block gives the same order (nothing in it depends on the count)."""
+    stream = base["stream"]
+    try:
+        index = largest() if largest is not None else None
+    except (PlanError, ValueError):
+        index = None
+    n_blocks = context.check_blocks(index)
+    try:
+        steps = order(n_blocks)
+    except PlanError as error:
+        return {**base, "ok": False, "error": context.error(error, stream, largest)}
+    try:
+        fixed = order(n_blocks + 1) == steps
+    except PlanError:
+        fixed = False
+    if fixed:
+        context.spend(steps)
+    return {**base, "ok": True, "error": None, "cells": cells_of(steps, MAX_CELLS) if fixed else [],
+            "more_cells": max(0, len(_runs(steps)) - MAX_CELLS) if fixed else 0, "skipped": None,
+            "plan": format_steps(steps) if fixed else None, "changed": None, "steps": len(steps) if fixed else None,
+            "depends_on_counts": not fixed}
+
+
+def _largest_or_none(text: str) -> int | None:
+    try:
+        return _largest_index(text)
+    except (PlanError, ValueError):
+        return None
 
 
 def _line_error(error: LineError, label: str | None) -> dict:

@@ -4,8 +4,13 @@
 // (POST /dit_layer_lab/preview), which answers with the Python parser's own result, and draws
 // that: the executed steps in order, the blocks that never run, or the parse error with its token
 // and position. On a plan grid it draws one group per plan line: the label, then each stream's
-// cells, or the line's error at its line:column. After a run, the node reports its model's block
-// counts and the strip uses them.
+// cells, or the line's error at its line:column.
+//
+// Block counts: after a run, the node reports its model's and the strip uses them. Before, the strip
+// follows the node's MODEL input upstream through nodes that take a MODEL (LoRA, model sampling, the
+// pack's own nodes) to a loader the pack knows (GET ROUTE lists them with their file widget) and asks
+// MODEL_ROUTE for the family and counts read from that file's header. Where none is found, or the
+// file cannot be read, the counts are unknown and the strip says why; it never assumes a model.
 //
 // The strip is a DOM widget (node.addDOMWidget), which both of the frontend's renderers show: the
 // classic canvas lays the element over the node, "Nodes 2.0" mounts it inside the node. Nodes 2.0
@@ -17,6 +22,9 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const ROUTE = "/dit_layer_lab/preview";
+const MODEL_ROUTE = "/dit_layer_lab/model_blocks";
+const UNKNOWN = "block counts unknown until the graph runs";
+const MAX_REASON = 900; // characters of a reason sent as counts_unknown (the route takes 1000)
 const UI_KEY = "dit_layer_lab_blocks"; // what the nodes return in their `ui` after a run
 const DEBOUNCE_MS = 150;
 const RETRY_MS = 2000; // after a request that got no answer
@@ -26,6 +34,9 @@ const MARGIN = 4;
 
 let NODES = {}; // node type -> {kind, inputs}, from GET ROUTE
 let LIMITS = {}; // what one request may carry ({max_text}), from GET ROUTE
+let LOADERS = {}; // loader node type -> its file widget, from GET ROUTE
+const FILE_MODELS = new Map(); // JSON [loader, name] -> {known: {family, counts} | {error} | null, time, asking}
+const FILE_TTL_MS = 10000; // a file's answer is asked again after this (the file may have been added or replaced)
 const STRIPS = new Set(); // the strips of the nodes in a graph
 
 const STYLE = `
@@ -104,17 +115,22 @@ function renderStream(stream, compact = false) {
   row.dataset.stream = stream.stream;
   // the model's own list name where it differs: "double (transformer_blocks) 60"
   const own = stream.list_name ? ` (${stream.list_name})` : "";
-  row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream}${own} ${stream.blocks}`));
+  row.append(el("span", "dll-name", `${STREAM_NAMES[stream.stream] ?? stream.stream}${own} ${stream.blocks ?? "?"}`));
   if (!stream.ok) {
     renderError(row, stream);
     return row;
   }
-  if (stream.blocks === 0) {
-    row.append(el("span", "dll-note", "this model has no such blocks"));
+  if (compact && stream.changed === false) {
+    row.append(el("span", "dll-note", "original order"));
     return row;
   }
-  if (compact && !stream.changed) {
-    row.append(el("span", "dll-note", "original order"));
+  if (stream.depends_on_counts) {
+    // counts unknown and the cells depend on them ('all', a strategy's range): checked, not drawn
+    row.append(el("span", "dll-note dll-pending", "valid; its blocks are drawn once the block counts are known"));
+    return row;
+  }
+  if (stream.blocks === 0) {
+    row.append(el("span", "dll-note", "this model has no such blocks"));
     return row;
   }
   for (const c of stream.cells) {
@@ -158,9 +174,12 @@ function render(strip, answer) {
     : answer.streams.map((stream) => renderStream(stream));
   if (answer.lines) rows.unshift(el("div", "dll-note", "the baseline (the model as received), then each line:"));
   const header = [];
-  if (answer.counts_source === "default") header.push(el("div", "dll-note", "Flux.1 block counts until the graph runs"));
-  else if (answer.note) header.push(el("div", "dll-note", answer.note));
-  if (answer.counts_source === "model") header.push(el("div", "dll-note", `${answer.family} model`));
+  if (answer.note) header.push(el("div", "dll-note dll-counts-note", answer.note));
+  if (answer.counts_source === "model") {
+    // counts read from the loader's file before a run, or reported by the node after one
+    const from = answer.source ? ` (read from ${answer.source}; the run's own counts replace these)` : "";
+    header.push(el("div", "dll-note dll-model", `${answer.family} model${from}`));
+  }
   if (answer.window_note) header.push(el("div", "dll-note", answer.window_note));
   strip.replaceChildren(...header, ...rows);
 }
@@ -174,6 +193,67 @@ function tooLong(inputs) {
     }
   }
   return null;
+}
+
+function linkOf(graph, id) {
+  if (id == null || !graph) return null;
+  if (typeof graph.getLink === "function") return graph.getLink(id) ?? null;
+  const links = graph.links;
+  return (links instanceof Map ? links.get(id) : links?.[id]) ?? null;
+}
+
+// The loader a node's MODEL comes from: {loader, name}, or {reason} where it cannot be known before a run.
+// Follows MODEL inputs upstream while the node there takes a MODEL itself (a legacy Reroute node too).
+function modelSource(node) {
+  const seen = new Set();
+  let current = node;
+  while (current && !seen.has(current)) {
+    seen.add(current);
+    const input = current.inputs?.find((i) => i.type === "MODEL" && i.link != null)
+      ?? (current.comfyClass === "Reroute" ? current.inputs?.find((i) => i.link != null) : undefined);
+    if (!input) return { reason: UNKNOWN };
+    const graph = current.graph ?? app.graph;
+    const link = linkOf(graph, input.link);
+    const origin = link && graph.getNodeById(link.origin_id);
+    if (!origin) return { reason: UNKNOWN };
+    const widget = LOADERS[origin.comfyClass];
+    if (widget) {
+      const name = widgetValue(origin, widget);
+      return typeof name === "string" && name ? { loader: origin.comfyClass, name } : { reason: UNKNOWN };
+    }
+    current = origin;
+  }
+  return { reason: UNKNOWN };
+}
+
+// The family and counts read from a loader's file (cached per file name), or null while the route is asked;
+// `then` runs when a new answer arrives.
+function fileModel(source, then) {
+  const key = JSON.stringify([source.loader, source.name]);
+  const entry = FILE_MODELS.get(key) ?? { known: null, time: 0, asking: false };
+  FILE_MODELS.set(key, entry);
+  if (entry.asking || Date.now() - entry.time < FILE_TTL_MS) return entry.known;
+  entry.asking = true; // the last answer stays shown until the new one comes
+  (async () => {
+    let known;
+    try {
+      const response = await api.fetchApi(MODEL_ROUTE, { method: "POST",
+        body: JSON.stringify({ loader: source.loader, name: source.name }) });
+      const answer = await response.json();
+      known = response.ok && answer.known ? { family: answer.family, counts: answer.counts, name: source.name }
+        : { error: answer.error ?? response.statusText };
+    } catch (error) {
+      known = { error: `the model route did not answer: ${error.message}` };
+    }
+    Object.assign(entry, { known, time: Date.now(), asking: false });
+    then();
+  })();
+  return entry.known;
+}
+
+function unknownReason(error) {
+  const reason = error.startsWith("not a supported model") ? error : `${UNKNOWN} (${error})`;
+  return reason.length > MAX_REASON ? reason.slice(0, MAX_REASON) + "..." : reason;
 }
 
 class Strip {
@@ -204,17 +284,30 @@ class Strip {
     return inputs;
   }
 
+  // What the strip knows of the model: the run's report; else the loader's file; else why it cannot know.
+  modelFields() {
+    this.source = null;
+    if (this.model) return this.model;
+    const source = modelSource(this.node);
+    if (source.reason) return { counts_unknown: source.reason };
+    const known = fileModel(source, () => this.schedule());
+    if (!known) return { counts_unknown: `${UNKNOWN} (reading ${source.name})` };
+    if (known.error) return { counts_unknown: unknownReason(known.error) };
+    this.source = known.name;
+    return { family: known.family, counts: known.counts };
+  }
+
   schedule() {
-    const body = { node_type: this.node.comfyClass, inputs: this.values() };
-    if (this.model) Object.assign(body, this.model);
+    const body = { node_type: this.node.comfyClass, inputs: this.values(), ...this.modelFields() };
+    const source = this.source;
     const key = JSON.stringify(body);
     if (key === this.sent) return;
     this.sent = key;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.fetch(body, key), DEBOUNCE_MS);
+    this.timer = setTimeout(() => this.fetch(body, key, source), DEBOUNCE_MS);
   }
 
-  async fetch(body, key) {
+  async fetch(body, key, source) {
     let answer = tooLong(body.inputs);
     if (!answer) try {
       const response = await api.fetchApi(ROUTE, { method: "POST", body: JSON.stringify(body) });
@@ -228,6 +321,7 @@ class Strip {
       setTimeout(() => { if (this.sent === key) this.sent = null; }, RETRY_MS);
     }
     if (key !== this.sent) return; // a newer request is on its way
+    if (source && answer.counts_source === "model") answer.source = source;
     render(this.content, answer);
     this.element.dataset.ok = String(answer.ok);
     this.shown = key;
@@ -295,6 +389,7 @@ app.registerExtension({
       const described = await (await api.fetchApi(ROUTE)).json();
       NODES = described.nodes ?? {};
       LIMITS = described.limits ?? {};
+      LOADERS = described.loaders ?? {};
     } catch (error) {
       console.warn("DiT Layer Lab: the block strip is off, the preview route did not answer:", error);
       return;

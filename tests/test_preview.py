@@ -6,7 +6,7 @@ import pytest
 
 from dit_layer_lab import server_routes
 from dit_layer_lab.core.experiments.variant_lines import PlanLinesError, read_lines
-from dit_layer_lab.core.preview import (DEFAULT_COUNTS, UI_KEY, cells_of, model_blocks_ui, preview_lines, preview_plan,
+from dit_layer_lab.core.preview import (DEFAULT_COUNTS, UI_KEY, UNKNOWN_NOTE, cells_of, model_blocks_ui, preview_lines, preview_plan,
                                         preview_selection, preview_strategy)
 from dit_layer_lab.core.rewrite import LayerPlan
 
@@ -156,16 +156,20 @@ def test_selection():
 
 def test_route_dispatches_by_node_type():
     texts = {"double_blocks": "3-5", "single_blocks": "all"}
-    assert server_routes.answer({"node_type": "LayerLabPlan", "inputs": texts}) == preview_plan(texts)
-    assert server_routes.answer({"node_type": "LayerLabLoraBlocks", "inputs": texts}) == preview_selection(texts)
-    assert server_routes.answer({"node_type": "LayerLabLoraBlocksSave", "inputs": texts}) == preview_selection(texts)
+    # without the model's counts the route invents none: they are unknown, and the request may say why
+    assert server_routes.answer({"node_type": "LayerLabPlan", "inputs": texts}) == preview_plan(
+        texts, unknown=UNKNOWN_NOTE)
+    assert server_routes.answer({"node_type": "LayerLabLoraBlocks", "inputs": texts, "counts_unknown": "why"}) \
+        == preview_selection(texts, unknown="why")
+    assert server_routes.answer({"node_type": "LayerLabLoraBlocksSave", "inputs": texts}) == preview_selection(
+        texts, unknown=UNKNOWN_NOTE)
     inputs = {"stream": "single_blocks", "first": 2, "last": 4, "layer": 3, "count": 2.0,
               "start_percent": 0, "end_percent": 1}
     counts = {"double_blocks": 4, "single_blocks": 6}
     assert server_routes.answer({"node_type": "LayerLabRepeat", "inputs": inputs, "counts": counts, "family": "Flux"}) \
         == preview_strategy("repeat", "single_blocks", 2, 4, {"layer": 3, "count": 2}, counts, "Flux")
     described = server_routes.describe()
-    assert described["default_counts"] == DEFAULT_COUNTS
+    assert "default_counts" not in described
     assert described["nodes"]["LayerLabShuffle"]["inputs"] == ["stream", "first", "last", "seed", "start_percent",
                                                                "end_percent"]
 
@@ -182,6 +186,10 @@ def test_route_dispatches_by_node_type():
       "counts": {"double_blocks": -1}}, "whole number from 0 to 1000"),
     ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"}, "counts": 19},
      "'counts'"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"},
+      "counts": {"double_blocks": 1}, "counts_unknown": "why"}, "either 'counts' or 'counts_unknown'"),
+    ({"node_type": "LayerLabPlan", "inputs": {"double_blocks": "all", "single_blocks": "all"},
+      "counts_unknown": 3}, "why the block counts are unknown"),
 ])
 def test_route_refuses_malformed_requests(body, fragment):
     with pytest.raises(server_routes.BadRequest, match=None) as raised:
@@ -294,7 +302,8 @@ def test_lines_use_the_model_s_counts_and_family_rule():
 def test_route_serves_the_plan_grid():
     inputs = {"plans": LINES}
     counts = {"double_blocks": 8, "single_blocks": 48}
-    assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs}) == preview_lines(LINES)
+    assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs}) == preview_lines(
+        LINES, unknown=UNKNOWN_NOTE)
     assert server_routes.answer({"node_type": "LayerLabPlanGrid", "inputs": inputs, "counts": counts,
                                  "family": "Flux"}) == preview_lines(LINES, counts, "Flux")
     assert server_routes.describe()["nodes"]["LayerLabPlanGrid"] == {"kind": "lines", "inputs": ["plans"]}
@@ -333,3 +342,66 @@ def test_parts_a_reported_family_lacks_are_errors_in_the_strip():
     assert not single["ok"] and "Flux single_blocks cannot do" in single["error"]["message"]
     answer = preview_plan({"single_blocks": "0:img"}, {"double_blocks": 0, "single_blocks": 4}, "Lumina2")
     assert "carry one sequence of text and image tokens" in answer["streams"][0]["error"]["message"]
+
+
+# ------------------------------------------------------------------ block counts unknown (no model known)
+
+
+def blocks_and_kinds(stream):
+    return [(cell["blocks"], cell["kind"]) for cell in stream["cells"]]
+
+
+def test_unknown_counts_invent_none_and_say_why():
+    answer = preview_plan({"double_blocks": "0-2, 7", "single_blocks": "all"}, unknown="not a supported model: X")
+    assert (answer["counts"], answer["family"], answer["counts_source"]) == (None, None, "unknown")
+    assert answer["note"] == "not a supported model: X" and answer["ok"]
+    double, single = answer["streams"]
+    # explicit indices: the same order on any model, so drawn; which blocks are skipped is not known
+    assert blocks_and_kinds(double) == [([0], "run"), ([1], "run"), ([2], "run"), ([7], "run")]
+    assert double["blocks"] is None and double["skipped"] is None and not double["depends_on_counts"]
+    # 'all' depends on the count: no cells
+    assert single["ok"] and single["cells"] == [] and single["depends_on_counts"] and single["plan"] is None
+
+
+def test_unknown_counts_still_check_the_plan_text():
+    answer = preview_plan({"double_blocks": "0-2, 7 x", "single_blocks": "500"}, unknown=UNKNOWN_NOTE)
+    double, single = answer["streams"]
+    assert not answer["ok"] and not double["ok"] and double["error"]["token"] == "x"
+    # no count is assumed, so a large index is no error and gets no "valid only for" hint
+    assert single["ok"] and blocks_and_kinds(single) == [([500], "run")]
+
+
+def test_unknown_counts_draw_an_order_only_where_no_count_changes_it():
+    (stream,) = preview_plan({"double_blocks": "3-1"}, unknown=UNKNOWN_NOTE)["streams"]
+    assert blocks_and_kinds(stream) == [([3], "reversed"), ([2], "reversed"), ([1], "reversed")]
+    (stream,) = preview_plan({"double_blocks": "3, all"}, unknown=UNKNOWN_NOTE)["streams"]
+    assert stream["ok"] and stream["cells"] == [] and stream["depends_on_counts"]
+
+
+def test_unknown_counts_strategies_and_selections():
+    answer = preview_strategy("skip", "single_blocks", 1, 2, unknown=UNKNOWN_NOTE)
+    (stream,) = answer["streams"]
+    assert answer["ok"] and stream["cells"] == [] and stream["depends_on_counts"]
+    bad = preview_strategy("skip", "single_blocks", 5, 2, unknown=UNKNOWN_NOTE)
+    assert not bad["ok"]
+    double, single = preview_selection({"double_blocks": "1, 3", "single_blocks": "all"}, unknown=UNKNOWN_NOTE)["streams"]
+    assert blocks_and_kinds(double) == [([1], "selected"), ([3], "selected")] and double["selected"] == [1, 3]
+    assert single["ok"] and single["cells"] == [] and single["selected"] is None
+
+
+def test_unknown_counts_plan_grid_lines():
+    answer = preview_lines("a: double_blocks=0-2\nb: single_blocks=all*2\nc: double_blocks=1-x\n", unknown=UNKNOWN_NOTE)
+    a, b, c = answer["lines"]
+    assert answer["counts_source"] == "unknown" and not answer["ok"]
+    double = next(s for s in a["streams"] if s["stream"] == "double_blocks")
+    assert a["ok"] and blocks_and_kinds(double) == [([0], "run"), ([1], "run"), ([2], "run")]
+    single = next(s for s in b["streams"] if s["stream"] == "single_blocks")
+    assert b["ok"] and single["depends_on_counts"] and single["cells"] == []
+    left_out = next(s for s in b["streams"] if s["stream"] == "double_blocks")  # the original order, whatever the count
+    assert left_out["ok"] and left_out["changed"] is False and not left_out["depends_on_counts"]
+    assert not c["ok"] and c["error"]["line"] == 3
+
+
+def test_unknown_counts_check_at_most_the_largest_model_the_preview_takes():
+    answer = preview_strategy("shuffle", "double_blocks", 0, 10 ** 15, {"seed": 1}, unknown=UNKNOWN_NOTE)
+    assert not answer["ok"] and "out of range" in answer["streams"][0]["error"]["message"]

@@ -14,7 +14,8 @@ import pytest
 
 from dit_layer_lab import server_routes
 from dit_layer_lab.core.plan import MAX_STEPS
-from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, UNKNOWN_NOTE, preview_plan
+from dit_layer_lab.core.model_blocks import MAX_NAME
 from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
 
 FLUX = {"double_blocks": 19, "single_blocks": 38}
@@ -72,7 +73,10 @@ def test_more_steps_than_the_limit_are_not_previewed_and_the_answer_says_why():
 
 
 def test_get_tells_the_frontend_the_request_limits():
-    assert server_routes.describe()["limits"] == {"max_body": MAX_BODY, "max_text": MAX_TEXT}
+    assert server_routes.describe()["limits"] == {"max_body": MAX_BODY, "max_text": MAX_TEXT, "max_name": MAX_NAME}
+    # the loader node types whose file the strip asks about, and the widget that names the file
+    assert server_routes.describe()["loaders"] == {"UNETLoader": "unet_name", "CheckpointLoaderSimple": "ckpt_name",
+                                                   "UnetLoaderGGUF": "unet_name"}
 
 
 def test_error_messages_quote_a_bad_value_briefly():
@@ -96,7 +100,8 @@ def test_respond_answers_every_body_with_a_result_or_the_reason(raw, status, fra
     if fragment:
         assert fragment in answer["error"]
     else:
-        assert answer == json.loads(json.dumps(preview_plan({"double_blocks": "0-2, 7", "single_blocks": "all"})))
+        assert answer == json.loads(json.dumps(preview_plan({"double_blocks": "0-2, 7", "single_blocks": "all"},
+                                                            unknown=UNKNOWN_NOTE)))
 
 
 # The heaviest requests within the limits: each gets a full answer (how fast is not a test's business).
@@ -184,7 +189,7 @@ def test_the_route_refuses_a_large_body_without_reading_it():
 
         response = await client.post(server_routes.PATH, data=chunks())
         assert response.status == 400 and f"at most {MAX_BODY}" in (await response.json())["error"]
-        response = await client.post(server_routes.PATH, data=json.dumps(plan("0-2, 19")))
+        response = await client.post(server_routes.PATH, data=json.dumps(plan("0-2, 19", counts=FLUX)))
         assert response.status == 200 and not (await response.json())["ok"]
 
     _serve(check)

@@ -13,7 +13,11 @@
 //   images    {images: {node type: filename in the server's temp folder}}
 //   docs      {node: node type, text} opens that node's page in the node docs panel
 //   workflows {workflows: {name: workflow}}
+//   model_source {workflow, grid_type, lone: {inputs}} loads a workflow whose loader's file the test wrote,
+//             and reads the strip of its node of grid_type; then a Plan node alone, its inputs set
 //   console   what the page logged so far;  close
+// The plans, set_by_code, switched, lora and grid parts report a Flux.1 run to their node first, as
+// ComfyUI delivers a run's output, so that their strips draw Flux.1's block counts.
 // Everything is typed the way a user types it in that renderer. It never downloads a browser:
 // playwright-core drives the Chromium at `chromium`.
 
@@ -55,6 +59,7 @@ const PARTS = {
   async plans({ plans }) {
     const seen = {};
     await addNode(page, "LayerLabPlan", [240, 160]);
+    await reportFluxRun(page);
     await waitForStrip(page, {});
     for (const { name, inputs } of plans) {
       seen[name] = await typeAll(page, inputs);
@@ -90,6 +95,7 @@ const PARTS = {
   async lora({ lora }) {
     const seen = {};
     await addNode(page, "LayerLabLoraBlocks", [240, 160], [420, 300]);
+    await reportFluxRun(page);
     await waitForStrip(page, {});
     for (const { name, inputs } of lora) seen[name] = await typeAll(page, inputs);
     return seen;
@@ -99,6 +105,7 @@ const PARTS = {
   async grid({ grid }) {
     const seen = {};
     await addNode(page, "LayerLabPlanGrid", [240, 160], [560, 360]);
+    await reportFluxRun(page);
     await waitForStrip(page, {});
     for (const { name, plans } of grid) {
       await fillTextarea(page, "plans", plans);
@@ -165,6 +172,37 @@ const PARTS = {
       }, workflow);
     }
     return seen;
+  },
+
+  // Before any run: a workflow whose MODEL comes from a loader (the test wrote the file with a real
+  // header), then a Plan node with no model at all.
+  async model_source({ workflow, grid_type, lone }) {
+    await page.evaluate(() => window.app.graph.clear());
+    await page.evaluate(async (workflow) => {
+      await window.app.loadGraphData(workflow, true, true, null,
+        { showMissingModelsDialog: false, showMissingNodesDialog: false });
+      window.app.canvas.ds.offset = [0, 0];
+      window.app.canvas.ds.scale = 0.5;
+    }, workflow);
+    await page.evaluate((type) => { window.layerLabNode = window.app.graph.nodes.find((n) => n.type === type); },
+      grid_type);
+    let timedOut = false;
+    try { // the strip asks for the file's counts, then for the preview with them
+      await page.waitForFunction(() => {
+        const strip = window.layerLabNode.layerLabStrip;
+        return strip.sent && strip.shown === strip.sent && JSON.parse(strip.sent).counts;
+      }, null, { timeout: 30000 });
+    } catch {
+      timedOut = true;
+    }
+    const loaded = await stripState(page);
+    loaded.timed_out = timedOut;
+    await addNode(page, "LayerLabPlan", [240, 160]);
+    await page.evaluate((inputs) => {
+      for (const [k, v] of Object.entries(inputs)) window.layerLabNode.widgets.find((w) => w.name === k).value = v;
+    }, lone.inputs);
+    const alone = await waitForStrip(page, lone.inputs);
+    return { loaded, alone };
   },
 
   async docs(command) {
@@ -239,6 +277,16 @@ function renderer(page) {
 async function setRenderer(page, name) {
   await page.evaluate(([key, on]) => window.app.extensionManager.setting.set(key, on), [VUE_SETTING, name === "nodes2"]);
   await page.waitForTimeout(1500); // the graph is drawn anew by the other renderer
+}
+
+// A Flux.1 run reported to window.layerLabNode, as ComfyUI delivers a run's output (the pack's nodes
+// return their model's block counts in their `ui`).
+async function reportFluxRun(page) {
+  await page.evaluate(() => {
+    const id = String(window.layerLabNode.id);
+    window.app.api.dispatchCustomEvent("executed", { node: id, display_node: id, prompt_id: "layer-lab-test",
+      output: { dit_layer_lab_blocks: [{ family: "Flux", counts: { double_blocks: 19, single_blocks: 38 } }] } });
+  });
 }
 
 // One node of `type` alone on the canvas, as window.layerLabNode.

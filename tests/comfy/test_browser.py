@@ -182,7 +182,8 @@ class Page:
     """One browser page of one cell (tests/browser/drive.mjs), open while the cell's tests run their parts
     in it, in PARTS order: a part asked for runs, once, after the parts before it."""
 
-    PARTS = ("plans", "set_by_code", "switched", "lora", "grid", "images", "workflows", "docs", "console")
+    PARTS = ("plans", "set_by_code", "switched", "lora", "grid", "images", "workflows", "model_source", "docs",
+             "console")
 
     def __init__(self, server, renderer: str):
         self.server, self.cell = server, (server.frontend, renderer)
@@ -247,6 +248,11 @@ def _first_plain_words(markdown: str) -> str:
 
 
 DOCS_TEXT = _first_plain_words((ROOT / "js" / "docs" / f"{DOCS_NODE}.md").read_text())
+# Before any run: the Wan 2.2 workflow's loader file, written with a real header (a 30-block Wan model),
+# and a Plan node with no model
+SOURCE_WORKFLOW = "wan22_skip_grid"
+SOURCE_FILE = "wan2.2_ti2v_5B_fp16.safetensors"
+LONE_PLAN = {"double_blocks": "0-2, 7", "single_blocks": "all"}
 CHROMIUM = os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # What each part does in the page (see drive.mjs)
 JOB = {
@@ -257,6 +263,8 @@ JOB = {
     "grid": {"grid": [{"name": "strip_grid", "plans": GRID_PLANS}, {"name": "too_many", "plans": GRID_TOO_MANY},
                       {"name": "valid", "plans": GRID_VALID}]},
     "images": {"images": {node_type: f"layer_lab_{node_type}.png" for node_type in IMAGES}},
+    "model_source": {"workflow": json.loads((ROOT / "example_workflows" / f"{SOURCE_WORKFLOW}.json").read_text()),
+                     "grid_type": "LayerLabPlanGrid", "lone": {"inputs": LONE_PLAN}},
     "docs": {"node": DOCS_NODE, "text": DOCS_TEXT},
     "workflows": {"workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS}},
     "console": {},
@@ -321,7 +329,7 @@ def test_strip_shows_the_steps_of_a_valid_plan(page):
     assert _cells(rows["single_blocks"]) == (
         [(RUN, str(i)) for i in range(16)] + [(REP, str(i)) for i in (16, 17, 18, 19) * 2]
         + [(RUN, str(i)) for i in range(30, 38)] + [(SKIP, str(i)) for i in range(20, 30)])
-    assert "Flux.1 block counts until the graph runs" in state["note"]
+    assert "Flux model" in state["note"]  # the Flux.1 run drive.mjs reports to the node
 
 
 def test_strip_shows_the_parse_error_with_token_and_position(page):
@@ -498,6 +506,34 @@ def test_example_workflow_loads_and_its_prompt_is_valid(page, path):
     assert answer.get("node_errors") == {}
     server.post("/queue", {"clear": True})
     server.post("/interrupt", {})
+
+
+def test_strip_shows_the_loaded_file_s_model_before_a_run_and_unknown_counts_without_one(page):
+    import comfy.utils
+    from dit_layer_lab.tests.comfy import tiny_models as tm
+
+    # the file the workflow's UNETLoader names: a tiny Wan 2.2 model's header and weights, 30 blocks
+    path = page.server.base / "models" / "diffusion_models" / SOURCE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = tm.tiny_wan22_5b(blocks=30).model.diffusion_model.state_dict()
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+
+    seen = page.part("model_source")
+    loaded, alone = seen["loaded"], seen["alone"]
+    assert not loaded["timed_out"], loaded["note"]
+    # UNETLoader -> ModelSamplingSD3 -> Plan Grid: the grid's strip knows the model from the file
+    assert f"Wan model (read from {SOURCE_FILE}; the run's own counts replace these)" in loaded["note"]
+    assert loaded["ok"] == "true" and [line["ok"] for line in loaded["lines"]] == ["true"] * 4
+    # line 2 (after the workflow's comment line): skip 12-17
+    skip = [row for row in loaded["rows"] if row["line"] == "2" and row["stream"] == "single_blocks"][0]
+    assert [c["label"] for c in skip["cells"] if c["kind"] == "skipped"] == [str(i) for i in range(12, 18)]
+    assert [c["label"] for c in skip["cells"] if c["kind"] == "run"] == [str(i) for i in [*range(12), *range(18, 30)]]
+    # no model upstream: no counts are assumed; explicit blocks are drawn, 'all' is not
+    _on_its_node(alone)
+    assert "block counts unknown until the graph runs" in alone["note"]
+    rows = _rows(alone)
+    assert _cells(rows["double_blocks"]) == [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "7")]
+    assert rows["single_blocks"]["cells"] == [] and "drawn once the block counts are known" in rows["single_blocks"]["note"]
 
 
 def test_the_node_docs_panel_shows_the_node_s_page(page):

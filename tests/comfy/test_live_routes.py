@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, preview_plan
+from dit_layer_lab.core.preview import MAX_LINES, MAX_PREVIEW_STEPS, UNKNOWN_NOTE, preview_plan
 from dit_layer_lab.server_routes import MAX_BODY, MAX_TEXT
 from dit_layer_lab.tests.comfy import live_server
 
@@ -37,7 +37,7 @@ def test_route_answers_over_http(server):
     texts = {"double_blocks": "0-2, 19", "single_blocks": "all"}
     for prefix in ("", "/api"):
         status, answer = server.post(prefix + ROUTE, {"node_type": "LayerLabPlan", "inputs": texts})
-        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts)))
+        assert status == 200 and answer == json.loads(json.dumps(preview_plan(texts, unknown=UNKNOWN_NOTE)))
     status, answer = server.post(ROUTE, {"node_type": "KSampler", "inputs": {}})
     assert status == 400 and "KSampler" in answer["error"]
     assert "LayerLabPlan" in server.get(ROUTE)["nodes"]
@@ -125,3 +125,75 @@ def test_there_are_example_workflows():
 def test_example_workflows_are_listed_as_templates(server):
     listed = server.get("/workflow_templates").get(live_server.PACK_FOLDER, [])
     assert sorted(listed) == sorted(path.stem for path in WORKFLOWS)
+
+
+MODEL_BLOCKS = "/dit_layer_lab/model_blocks"
+
+
+@pytest.fixture(scope="module")
+def model_files(server):
+    """Files in the server's diffusion_models folder: a tiny Wan model and files that are not models."""
+    import struct
+
+    import comfy.utils
+    from dit_layer_lab.tests.comfy import tiny_models as tm
+
+    folder = server.base / "models" / "diffusion_models"
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    wan = tm.tiny_wan(blocks=4).model.diffusion_model.state_dict()
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in wan.items()}, str(folder / "sub" / "tiny_wan.safetensors"))
+    (folder / "model.gguf").write_bytes(b"GGUF" + b"\0" * 64)  # version 0
+    from dit_layer_lab.tests.comfy.test_model_blocks import write_gguf_header
+
+    write_gguf_header(folder / "sub" / "tiny_wan.gguf", wan)
+    (folder / "model.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    (folder / "truncated.safetensors").write_bytes(struct.pack("<Q", 5000) + b'{"a": {')
+    (folder / "huge.safetensors").write_bytes(struct.pack("<Q", 2 ** 40) + b"{}")
+    (folder / "not_a_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    (server.base / "outside.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    return folder
+
+
+def test_model_blocks_of_a_file_in_the_model_folders(server, model_files):
+    for prefix in ("", "/api"):
+        status, answer = server.post(prefix + MODEL_BLOCKS, {"loader": "UNETLoader", "name": "sub/tiny_wan.safetensors"})
+        assert status == 200 and answer["known"], answer
+        assert answer["family"] == "Wan" and answer["counts"] == {"double_blocks": 0, "single_blocks": 4}
+        assert answer["list_names"] == {"single_blocks": "blocks"}
+    assert server.get(ROUTE)["loaders"]["UNETLoader"] == "unet_name"
+    # a GGUF file's tensor table, for ComfyUI-GGUF's loader (found in diffusion_models without the pack)
+    status, answer = server.post(MODEL_BLOCKS, {"loader": "UnetLoaderGGUF", "name": "sub/tiny_wan.gguf"})
+    assert status == 200 and (answer["family"], answer["counts"]["single_blocks"]) == ("Wan", 4), answer
+
+
+# name -> (body, status, a fragment of the error): 400 for a request the strip never sends, else an answer
+# that the counts are not known, and why
+BAD_MODEL_REQUESTS = {
+    "outside the model folders": ({"loader": "UNETLoader", "name": "../../outside.safetensors"}, 200,
+                                  "is not a file in ComfyUI's diffusion_models model folders"),
+    "an absolute path": ({"loader": "UNETLoader", "name": "/etc/hostname"}, 200, "is not a file in ComfyUI's"),
+    "a file not there": ({"loader": "CheckpointLoaderSimple", "name": "missing.safetensors"}, 200,
+                         "checkpoints model folders"),
+    "an unknown loader": ({"loader": "KSampler", "name": "x"}, 400, "known: UNETLoader, CheckpointLoaderSimple"),
+    "a name that is not text": ({"loader": "UNETLoader", "name": ["a"]}, 400, "'name' is a model file name"),
+    "no loader": ({"name": "x"}, 400, "\"loader\": one of UNETLoader"),
+    "not JSON": (b"{nope", 400, "not JSON"),
+    "a large body": ({"loader": "UNETLoader", "name": "x" * 10_000}, 400, "a model_blocks request is at most 4096"),
+    "an old GGUF": ({"loader": "UnetLoaderGGUF", "name": "model.gguf"}, 200,
+                    "model.gguf is a GGUF file of version 0; versions 2 and 3 are read"),
+    "a pickle checkpoint": ({"loader": "UNETLoader", "name": "model.ckpt"}, 200, "model.ckpt is not a safetensors"),
+    "a truncated header": ({"loader": "UNETLoader", "name": "truncated.safetensors"}, 200, "is truncated"),
+    "a huge header length": ({"loader": "UNETLoader", "name": "huge.safetensors"}, 200,
+                             "the header is read up to 104857600 bytes"),
+    "no model in it": ({"loader": "UNETLoader", "name": "not_a_model.safetensors"}, 200,
+                       "ComfyUI does not recognise a diffusion model in not_a_model.safetensors"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MODEL_REQUESTS))
+def test_model_blocks_refuses_bad_input_with_the_reason(server, model_files, name):
+    body, expected, fragment = BAD_MODEL_REQUESTS[name]
+    status, answer = server.post(MODEL_BLOCKS, body)
+    assert status == expected, answer
+    assert answer == ({"error": answer["error"]} if status == 400 else {"known": False, "error": answer["error"]})
+    assert fragment in answer["error"]
