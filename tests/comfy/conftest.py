@@ -153,6 +153,7 @@ class Progress:
         self.interrupt_from: int | None = None
         self.interrupted_at: int | None = None
         self.model_calls_after_interrupt = 0
+        self._handles = []
 
     def ask(self, value, total):
         self.asked.append((value, total))
@@ -176,12 +177,12 @@ class Progress:
             if self.interrupted_at is not None:
                 self.model_calls_after_interrupt += 1
 
-        self._handles = getattr(self, "_handles", [])
         self._handles.append(model.model.diffusion_model.register_forward_pre_hook(pre_hook))
 
     def remove_hooks(self) -> None:
-        for handle in getattr(self, "_handles", []):
+        for handle in self._handles:
             handle.remove()
+        self._handles.clear()
 
     def assert_one_bar_to_the_end(self, total: int) -> None:
         """One bar that never jumps back and ends full, as asked, and the UI got the full bar."""
