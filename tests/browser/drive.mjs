@@ -12,7 +12,8 @@
 //   lora      {lora: [...]} typed into a LoRA block node;  grid {grid: [{name, plans}]} into a Plan Grid
 //   images    {images: {node type: filename in the server's temp folder}}
 //   docs      {node: node type, text} opens that node's page in the node docs panel
-//   workflows {workflows: {name: workflow}}
+//   workflows {workflows: {name: workflow}} loads each workflow: what is missing, its prompt, and its strips once
+//     settled (the test wrote every loader's file with its model's real header first)
 //   model_source {workflow, grid_type, lone: {inputs}} loads a workflow whose loader's file the test wrote,
 //             and reads the strip of its node of grid_type; then a Plan node alone, its inputs set
 //   console   what the page logged so far;  close
@@ -170,6 +171,7 @@ const PARTS = {
           unregistered, prompt: output, nodes: app.graph.nodes.length, strips,
         };
       }, workflow);
+      seen[name].shown = await settledStrips(page);
     }
     return seen;
   },
@@ -419,6 +421,32 @@ async function waitForStrip(page, inputs, committed = true) {
 }
 
 // What the strip shows, read from its DOM, and where it is on the screen.
+// Every strip of the graph once it shows the answer for what it last sent, and that request is not waiting for
+// a model file's header (at most 20 s): per node, what it sent besides its inputs, its notes and its rows (stream, note, cells).
+async function settledStrips(page) {
+  const settled = () => window.app.graph.nodes.filter((n) => n.layerLabStrip).every((n) => {
+    const strip = n.layerLabStrip;
+    return strip.sent && strip.shown === strip.sent && !/\(reading /.test(JSON.parse(strip.sent).counts_unknown ?? "");
+  });
+  let timedOut = false;
+  try {
+    await page.waitForFunction(settled, null, { timeout: 20000 });
+  } catch {
+    timedOut = true;
+  }
+  return page.evaluate((timedOut) => window.app.graph.nodes.filter((n) => n.layerLabStrip).map((n) => {
+    const { inputs, ...model } = JSON.parse(n.layerLabStrip.sent ?? "{}");
+    const strip = n.layerLabStrip.element;
+    return {
+      type: n.type, id: n.id, timed_out: timedOut, model,
+      note: [...strip.querySelectorAll(".dll-note")].map((e) => e.textContent).join(" | "),
+      rows: [...strip.querySelectorAll(".dll-row")].map((row) => ({
+        stream: row.dataset.stream, note: row.querySelector(".dll-note")?.textContent ?? null,
+        cells: row.querySelectorAll(".dll-cell").length })),
+    };
+  }), timedOut);
+}
+
 async function stripState(page) {
   const box = await nodeRect(page);
   const state = await page.evaluate(() => {

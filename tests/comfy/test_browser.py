@@ -30,7 +30,8 @@ import urllib.parse
 import pytest
 from PIL import Image
 
-from dit_layer_lab.tests.comfy import live_server
+from dit_layer_lab.server_routes import NODES as STRIP_NODES
+from dit_layer_lab.tests.comfy import live_server, real_headers
 
 ROOT = live_server.ROOT
 COMFYUI_PATH = pathlib.Path(os.environ.get("COMFYUI_PATH", ".")).expanduser().resolve()  # conftest checked it
@@ -163,6 +164,7 @@ def serving(servers, version: str) -> live_server.ComfyServer:
         server = servers.serving(version)
     except LookupError as missing:
         pytest.skip(f"{missing} ({dict(FRONTENDS)[version]})")
+    real_headers.write_example_files(server.base / "models")  # the example workflows' model files, headers only
     temp = server.base / "temp"  # where a run's previews would be
     temp.mkdir(exist_ok=True)
     for node_type, image in IMAGES.items():
@@ -508,16 +510,34 @@ def test_example_workflow_loads_and_its_prompt_is_valid(page, path):
     server.post("/interrupt", {})
 
 
+def _draws_a_strip(path: pathlib.Path) -> bool:
+    return any(node["type"] in STRIP_NODES for node in json.loads(path.read_text())["nodes"])
+
+
+@pytest.mark.parametrize("path", [path for path in WORKFLOWS if _draws_a_strip(path)], ids=lambda path: path.stem)
+def test_example_workflow_shows_its_model_s_lists_before_a_run(page, path):
+    """Opened as a new user opens it, with the model files it names present (their real headers), every strip
+    shows the lists of the model its loader reads: the family, the counts, the file named; nothing invented."""
+    shown = page.part("workflows")[path.name]["shown"]
+    files = {node["widgets_values"][0] for node in json.loads(path.read_text())["nodes"]
+             if node["type"] in ("UNETLoader", "CheckpointLoaderSimple")}
+    assert len(shown) == sum(node["type"] in STRIP_NODES for node in json.loads(path.read_text())["nodes"])
+    assert len(files) == 1
+    name = files.pop()
+    real = real_headers.EXAMPLE_FILES[name]
+    for strip in shown:
+        assert not strip["timed_out"], strip
+        model = strip["model"]
+        assert "counts_unknown" not in model, strip
+        assert (model["family"], model["counts"]) == (real.family, real.counts), strip
+        assert f"(read from {name}; the run's own counts replace these)" in strip["note"], strip
+        for row in strip["rows"]:  # a list the model lacks is said so, with no cells
+            if not real.counts[row["stream"]]:
+                assert row["cells"] == 0 and row["note"] == "this model has no such blocks", strip
+
+
 def test_strip_shows_the_loaded_file_s_model_before_a_run_and_unknown_counts_without_one(page):
-    import comfy.utils
-    from dit_layer_lab.tests.comfy import tiny_models as tm
-
-    # the file the workflow's UNETLoader names: a tiny Wan 2.2 model's header and weights, 30 blocks
-    path = page.server.base / "models" / "diffusion_models" / SOURCE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state_dict = tm.tiny_wan22_5b(blocks=30).model.diffusion_model.state_dict()
-    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
-
+    # the file the workflow's UNETLoader names holds Wan 2.2 TI2V 5B's header (30 blocks): serving() wrote it
     seen = page.part("model_source")
     loaded, alone = seen["loaded"], seen["alone"]
     assert not loaded["timed_out"], loaded["note"]

@@ -6,14 +6,18 @@ and as a checkpoint stores it (``model.diffusion_model.`` first); the answer rea
 must name the family and the block counts of the loaded model.
 """
 
+import json
+import pathlib
+
 import pytest
 
 import comfy.sd
 import comfyui_version
 import comfy.utils
 from dit_layer_lab.core import families
-from dit_layer_lab.core.model_blocks import ModelBlocksError, blocks_from_header
+from dit_layer_lab.core.model_blocks import LOADERS, ModelBlocksError, blocks_from_header
 from dit_layer_lab.core.model_header import read_header
+from dit_layer_lab.tests.comfy.real_headers import EXAMPLE_FILES
 from dit_layer_lab.tests.comfy.test_reorder import FAMILIES
 
 # Tiny files are not real models. Where ComfyUI's detection derives a size from the file that the
@@ -115,40 +119,28 @@ def test_a_model_the_pack_does_not_support_is_named(tmp_path):
         blocks_from_header(read_header(str(path)), path.name)
 
 
-def write_header_only(path, module):
-    """A safetensors file of ``module``'s tensor names, dtypes and shapes, and no weights (the reader never
-    reads them): a real-size model's header without its gigabytes."""
-    import json
-    import struct
-
-    table, offset = {}, 0
-    for key, tensor in module.state_dict().items():
-        size = tensor.numel() * tensor.element_size()
-        table[key] = {"dtype": "BF16", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(table).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
-    return path
+EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
 
 
-def test_a_real_size_flux_dev_header(tmp_path):
-    """Flux.1-dev at its real size (19 double, 38 single blocks of width 3072), built on the meta device from
-    ComfyUI's own class, its header written without weights: detection and the meta build give its counts."""
-    import torch
+def loader_files(workflow: dict) -> set[str]:
+    """The model files a workflow's loaders (those the strip reads before a run) name."""
+    return {node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in LOADERS}
 
-    import comfy.supported_models
 
-    config = comfy.supported_models.Flux({
-        "image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "patch_size": 2,
-        "context_in_dim": 4096, "vec_in_dim": 768, "hidden_size": 3072, "num_heads": 24, "mlp_ratio": 4.0,
-        "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True, "txt_ids_dims": [], "yak_mlp": False,
-        "txt_norm": False, "depth": 19, "depth_single_blocks": 38})
-    config.set_inference_dtype(torch.bfloat16, None)
-    with torch.device("meta"):
-        model = config.get_model({}, device=torch.device("meta"))
-    path = write_header_only(tmp_path / "flux1-dev.safetensors", model.diffusion_model)
+def test_every_example_workflow_s_model_file_has_a_real_header_placeholder():
+    named = set().union(*(loader_files(json.loads(path.read_text())) for path in EXAMPLES))
+    assert named and named == set(EXAMPLE_FILES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_FILES))
+def test_a_released_model_s_header_gives_its_lists(name, tmp_path):
+    """The released model's real widths and depths (built on the meta device, written as a header without
+    weights): ComfyUI's detection and the meta build give the family and block counts it is known by."""
+    real = EXAMPLE_FILES[name]
+    path = real.write(tmp_path / name)
+    assert path.stat().st_size < 1_000_000  # the header alone
     answer = blocks_from_header(read_header(str(path)), path.name)
-    assert (answer["family"], answer["counts"]) == ("Flux", {"double_blocks": 19, "single_blocks": 38})
+    assert (answer["family"], answer["counts"]) == (real.family, real.counts)
 
 
 def write_gguf_header(path, state_dict):
