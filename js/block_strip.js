@@ -202,26 +202,68 @@ function linkOf(graph, id) {
   return (links instanceof Map ? links.get(id) : links?.[id]) ?? null;
 }
 
+// Where a link inside a subgraph starts or ends at the subgraph's own input or output (litegraph's ids).
+const SUBGRAPH_INPUT_ID = -10;
+const SUBGRAPH_OUTPUT_ID = -20;
+
+// The input a node's MODEL comes in by: its first connected MODEL input (a legacy Reroute node: its input).
+function modelInput(node) {
+  return node.inputs?.find((i) => i.type === "MODEL" && i.link != null)
+    ?? (node.comfyClass === "Reroute" ? node.inputs?.find((i) => i.link != null) : undefined);
+}
+
+function linksOf(graph) {
+  const links = graph?.links;
+  return links instanceof Map ? [...links.values()] : Object.values(links ?? {});
+}
+
+// The subgraph nodes, anywhere in the workflow, whose subgraph is `graph`.
+function hostsOf(graph) {
+  const hosts = [];
+  const visit = (g, seen) => {
+    if (!g || seen.has(g)) return;
+    seen.add(g);
+    for (const n of g.nodes ?? g._nodes ?? []) {
+      if (!n.isSubgraphNode?.()) continue;
+      if (n.subgraph === graph) hosts.push(n);
+      visit(n.subgraph, seen);
+    }
+  };
+  visit(app.rootGraph ?? app.graph, new Set());
+  return hosts;
+}
+
 // The loader a node's MODEL comes from: {loader, name}, or {reason} where it cannot be known before a run.
-// Follows MODEL inputs upstream while the node there takes a MODEL itself (a legacy Reroute node too).
+// Follows the MODEL link upstream while the node there takes a MODEL itself (a legacy Reroute node too), into
+// a subgraph node through its output, and out of a subgraph through its input to the subgraph node that holds
+// it (where the subgraph is used by several nodes, they must agree).
 function modelSource(node) {
-  const seen = new Set();
-  let current = node;
-  while (current && !seen.has(current)) {
-    seen.add(current);
-    const input = current.inputs?.find((i) => i.type === "MODEL" && i.link != null)
-      ?? (current.comfyClass === "Reroute" ? current.inputs?.find((i) => i.link != null) : undefined);
-    if (!input) return { reason: UNKNOWN };
-    const graph = current.graph ?? app.graph;
-    const link = linkOf(graph, input.link);
-    const origin = link && graph.getNodeById(link.origin_id);
-    if (!origin) return { reason: UNKNOWN };
+  const graph = node.graph ?? app.graph;
+  return sourceOf(graph, linkOf(graph, modelInput(node)?.link), new Set());
+}
+
+function sourceOf(graph, link, seen) {
+  while (link && !seen.has(link)) {
+    seen.add(link);
+    if (Number(link.origin_id) === SUBGRAPH_INPUT_ID) { // ids may be numbers or strings
+      const found = hostsOf(graph).map((host) => sourceOf(host.graph, linkOf(host.graph, host.inputs?.[link.origin_slot]?.link), seen));
+      const names = new Set(found.map((source) => JSON.stringify(source)));
+      return names.size === 1 ? found[0] : { reason: UNKNOWN };
+    }
+    const origin = graph.getNodeById(link.origin_id);
+    if (!origin) break;
+    if (origin.isSubgraphNode?.()) {
+      graph = origin.subgraph;
+      const slot = Number(link.origin_slot);
+      link = linksOf(graph).find((l) => Number(l.target_id) === SUBGRAPH_OUTPUT_ID && Number(l.target_slot) === slot);
+      continue;
+    }
     const widget = LOADERS[origin.comfyClass];
     if (widget) {
       const name = widgetValue(origin, widget);
       return typeof name === "string" && name ? { loader: origin.comfyClass, name } : { reason: UNKNOWN };
     }
-    current = origin;
+    link = linkOf(graph, modelInput(origin)?.link);
   }
   return { reason: UNKNOWN };
 }

@@ -12,6 +12,7 @@
 //   lora      {lora: [...]} typed into a LoRA block node;  grid {grid: [{name, plans}]} into a Plan Grid
 //   images    {images: {node type: filename in the server's temp folder}}
 //   docs      {node: node type, text} opens that node's page in the node docs panel
+//   model_paths {workflow, grid_type, files: {workflow, other}} traces a MODEL through subgraphs and two inputs
 //   workflows {workflows: {name: workflow}} loads each workflow: what is missing, its prompt, and its strips once
 //     settled (the test wrote every loader's file with its model's real header first)
 //   model_source {workflow, grid_type, lone: {inputs}} loads a workflow whose loader's file the test wrote,
@@ -205,6 +206,78 @@ const PARTS = {
     }, lone.inputs);
     const alone = await waitForStrip(page, lone.inputs);
     return { loaded, alone };
+  },
+
+  // The MODEL traced through subgraphs (into one by its output, out of one by its input) and through a node
+  // with two MODEL inputs; each step changes which file the strip must name.
+  async model_paths({ workflow, grid_type, files }) {
+    const seen = {};
+    const settled = async (label) => {
+      let timedOut = false;
+      try {
+        await page.waitForFunction((file) => {
+          const strip = window.layerLabNode?.layerLabStrip;
+          const sent = strip?.sent && JSON.parse(strip.sent);
+          return sent && strip.shown === strip.sent && strip.element.textContent.includes(`read from ${file};`);
+        }, seen.expect, { timeout: 20000 });
+      } catch {
+        timedOut = true;
+      }
+      seen[label] = await page.evaluate((timedOut) => {
+        const strip = window.layerLabNode.layerLabStrip;
+        const { inputs, ...model } = JSON.parse(strip.sent ?? "{}");
+        return { timed_out: timedOut, model, note: [...strip.element.querySelectorAll(".dll-note")].map((e) => e.textContent).join(" | ") };
+      }, timedOut);
+    };
+    const expect = (file) => { seen.expect = file; };
+    await page.evaluate(() => window.app.graph.clear());
+    await page.evaluate(async (workflow) => {
+      await window.app.loadGraphData(workflow, true, true, null,
+        { showMissingModelsDialog: false, showMissingNodesDialog: false });
+    }, workflow);
+    // the loader and the model sampling node become a subgraph: the grid's MODEL comes out of it
+    await page.evaluate(([gridType, file]) => {
+      const { app } = window;
+      const grid = app.graph.nodes.find((n) => n.type === gridType);
+      const upstream = app.graph.nodes.filter((n) => n.type === "UNETLoader" || n.type === "ModelSamplingSD3");
+      const { node } = app.graph.convertToSubgraph(new Set(upstream));
+      window.layerLabSources = node;
+      window.layerLabNode = grid;
+      node.subgraph.nodes.find((n) => n.type === "UNETLoader").widgets.find((w) => w.name === "unet_name").value = file;
+    }, [grid_type, files.other]);
+    expect(files.other);
+    await settled("from_a_subgraph");
+    // the grid itself becomes a subgraph: its MODEL comes in by the subgraph's input
+    await page.evaluate(([gridType, file]) => {
+      const { app } = window;
+      const { node } = app.graph.convertToSubgraph(new Set([window.layerLabNode]));
+      window.layerLabNode = node.subgraph.nodes.find((n) => n.type === gridType);
+      window.layerLabSources.subgraph.nodes.find((n) => n.type === "UNETLoader").widgets
+        .find((w) => w.name === "unet_name").value = file;
+    }, [grid_type, files.workflow]);
+    expect(files.workflow);
+    await settled("inside_a_subgraph");
+    // two MODEL inputs: the first connected one is followed
+    await page.evaluate(([first, second]) => {
+      const { app, LiteGraph } = window;
+      app.graph.clear();
+      const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+      const a = add("UNETLoader", [0, 0]), b = add("UNETLoader", [0, 200]);
+      a.widgets.find((w) => w.name === "unet_name").value = first;
+      b.widgets.find((w) => w.name === "unet_name").value = second;
+      const merge = add("ModelMergeSimple", [300, 0]), plan = add("LayerLabPlan", [600, 0]);
+      a.connect(0, merge, 0);
+      b.connect(0, merge, 1);
+      merge.connect(0, plan, 0);
+      window.layerLabMerge = merge;
+      window.layerLabNode = plan;
+    }, [files.workflow, files.other]);
+    expect(files.workflow);
+    await settled("two_inputs");
+    await page.evaluate(() => window.layerLabMerge.disconnectInput(0));
+    expect(files.other);
+    await settled("first_disconnected");
+    return seen;
   },
 
   async docs(command) {

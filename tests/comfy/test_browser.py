@@ -184,8 +184,8 @@ class Page:
     """One browser page of one cell (tests/browser/drive.mjs), open while the cell's tests run their parts
     in it, in PARTS order: a part asked for runs, once, after the parts before it."""
 
-    PARTS = ("plans", "set_by_code", "switched", "lora", "grid", "images", "workflows", "model_source", "docs",
-             "console")
+    PARTS = ("plans", "set_by_code", "switched", "lora", "grid", "images", "workflows", "model_source", "model_paths",
+             "docs", "console")
 
     def __init__(self, server, renderer: str):
         self.server, self.cell = server, (server.frontend, renderer)
@@ -254,6 +254,7 @@ DOCS_TEXT = _first_plain_words((ROOT / "js" / "docs" / f"{DOCS_NODE}.md").read_t
 # and a Plan node with no model
 SOURCE_WORKFLOW = "wan22_skip_grid"
 SOURCE_FILE = "wan2.2_ti2v_5B_fp16.safetensors"
+OTHER_FILE = "flux1-dev.safetensors"  # another file serving() writes, of another model
 LONE_PLAN = {"double_blocks": "0-2, 7", "single_blocks": "all"}
 CHROMIUM = os.environ.get("LAYER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # What each part does in the page (see drive.mjs)
@@ -267,6 +268,8 @@ JOB = {
     "images": {"images": {node_type: f"layer_lab_{node_type}.png" for node_type in IMAGES}},
     "model_source": {"workflow": json.loads((ROOT / "example_workflows" / f"{SOURCE_WORKFLOW}.json").read_text()),
                      "grid_type": "LayerLabPlanGrid", "lone": {"inputs": LONE_PLAN}},
+    "model_paths": {"workflow": json.loads((ROOT / "example_workflows" / f"{SOURCE_WORKFLOW}.json").read_text()),
+                    "grid_type": "LayerLabPlanGrid", "files": {"workflow": SOURCE_FILE, "other": OTHER_FILE}},
     "docs": {"node": DOCS_NODE, "text": DOCS_TEXT},
     "workflows": {"workflows": {path.name: json.loads(path.read_text()) for path in WORKFLOWS}},
     "console": {},
@@ -554,6 +557,18 @@ def test_strip_shows_the_loaded_file_s_model_before_a_run_and_unknown_counts_wit
     rows = _rows(alone)
     assert _cells(rows["double_blocks"]) == [(RUN, "0"), (RUN, "1"), (RUN, "2"), (RUN, "7")]
     assert rows["single_blocks"]["cells"] == [] and "drawn once the block counts are known" in rows["single_blocks"]["note"]
+
+
+@pytest.mark.parametrize("path, file", [("from_a_subgraph", OTHER_FILE), ("inside_a_subgraph", SOURCE_FILE),
+                                        ("two_inputs", SOURCE_FILE), ("first_disconnected", OTHER_FILE)])
+def test_the_strip_traces_its_model_through_subgraphs_and_the_first_connected_model_input(page, path, file):
+    """The loader inside a subgraph that feeds the node; the node inside a subgraph fed from outside; a node
+    with two MODEL inputs (ModelMergeSimple): its first connected one. Each step names another file."""
+    shown = page.part("model_paths")[path]
+    real = real_headers.EXAMPLE_FILES[file]
+    assert not shown["timed_out"], shown
+    assert (shown["model"].get("family"), shown["model"].get("counts")) == (real.family, real.counts), shown
+    assert f"(read from {file}; the run's own counts replace these)" in shown["note"]
 
 
 def test_the_node_docs_panel_shows_the_node_s_page(page):
