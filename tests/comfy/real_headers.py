@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+import comfy.ldm.hunyuan_video.model as hunyuan_video
 import comfy.model_detection
 import comfy.supported_models as models
 
@@ -46,6 +47,26 @@ Z_IMAGE_TURBO = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "
 WAN22_TI2V_5B = {"image_model": "wan2.1", "model_type": "t2v", "dim": 3072, "out_dim": 48, "num_heads": 24,
                  "ffn_dim": 14336, "num_layers": 30, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1),
                  "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 48}
+
+# released models of families no example workflow uses, whose tiny files ComfyUI's detection cannot rebuild
+FLUX2_KLEIN_4B = {**FLUX2_DEV, "guidance_embed": False, "hidden_size": 3072, "num_heads": 24, "context_in_dim": 7680,
+                  "depth": 5, "depth_single_blocks": 20}
+CHROMA = {**{k: v for k, v in FLUX_DEV.items() if k not in ("guidance_embed", "yak_mlp", "txt_norm")},
+          "image_model": "chroma", "in_channels": 64, "out_channels": 64, "vec_in_dim": None, "in_dim": 64,
+          "out_dim": 3072, "hidden_dim": 5120, "n_layers": 5}
+HUNYUAN_VIDEO = {k: v for k, v in {
+    "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2], "vec_in_dim": 768,
+    "guidance_embed": True, "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False,
+    "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 20,
+    "depth_single_blocks": 40, "axes_dim": [16, 56, 56], "theta": 256, "qkv_bias": True, "byt5": False,
+    "meanflow": False}.items() if k in hunyuan_video.HunyuanVideoParams.__dataclass_fields__ or k == "image_model"}
+LUMINA_IMAGE_2 = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 2304, "n_heads": 24,
+                  "n_kv_heads": 8, "n_layers": 26, "n_refiner_layers": 2, "multiple_of": 256, "ffn_dim_multiplier": None,
+                  "qk_norm": True, "cap_feat_dim": 2304, "axes_dims": [32, 32, 32], "axes_lens": [300, 512, 512],
+                  "rope_theta": 10000.0}
+SD3_MEDIUM = {**SD35_LARGE, "depth": 24, "num_blocks": 24, "qk_norm": None,
+              "context_embedder_config": {"target": "torch.nn.Linear",
+                                          "params": {"in_features": 4096, "out_features": 1536}}}
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,19 @@ EXAMPLE_FILES = {
                                                {"double_blocks": 0, "single_blocks": 30}),
     "wan2.2_ti2v_5B_fp16.safetensors": RealFile("diffusion_models", None, WAN22_TI2V_5B, "Wan",
                                                 {"double_blocks": 0, "single_blocks": 30}),
+}
+
+OTHER_RELEASES = {
+    "flux-2-klein-4b.safetensors": RealFile("diffusion_models", models.Flux2, FLUX2_KLEIN_4B, "Flux",
+                                            {"double_blocks": 5, "single_blocks": 20}),
+    "chroma.safetensors": RealFile("diffusion_models", models.Chroma, CHROMA, "Chroma",
+                                   {"double_blocks": 19, "single_blocks": 38}),
+    "hunyuan_video_t2v_720p_bf16.safetensors": RealFile("diffusion_models", models.HunyuanVideo, HUNYUAN_VIDEO,
+                                                        "HunyuanVideo", {"double_blocks": 20, "single_blocks": 40}),
+    "lumina_2.safetensors": RealFile("diffusion_models", models.Lumina2, LUMINA_IMAGE_2, "Lumina2",
+                                     {"double_blocks": 0, "single_blocks": 26}),
+    "sd3_medium.safetensors": RealFile("checkpoints", models.SD3, SD3_MEDIUM, "SD3",
+                                       {"double_blocks": 24, "single_blocks": 0}, CHECKPOINT),
 }
 
 
