@@ -326,23 +326,22 @@ class Strip {
     return inputs;
   }
 
-  // What the strip knows of the model: the run's report; else the loader's file; else why it cannot know.
+  // What the strip knows of the model, as request fields, and the file it was read from: the run's report;
+  // else the loader's file; else why it cannot know.
   modelFields() {
-    this.source = null;
-    if (this.model) return this.model;
+    if (this.model) return { fields: this.model };
     const source = modelSource(this.node);
-    if (source.reason) return { counts_unknown: source.reason };
+    if (source.reason) return { fields: { counts_unknown: source.reason } };
     const known = fileModel(source, () => this.schedule());
-    if (!known) return { counts_unknown: `${UNKNOWN} (reading ${source.name})` };
-    if (known.error) return { counts_unknown: unknownReason(known.error) };
-    this.source = known.name;
-    return { family: known.family, counts: known.counts };
+    if (!known) return { fields: { counts_unknown: `${UNKNOWN} (reading ${source.name})` } };
+    if (known.error) return { fields: { counts_unknown: unknownReason(known.error) } };
+    return { fields: { family: known.family, counts: known.counts }, source: known.name };
   }
 
   schedule() {
-    const body = { node_type: this.node.comfyClass, inputs: this.values(), ...this.modelFields() };
-    const source = this.source;
-    const key = JSON.stringify(body);
+    const { fields, source } = this.modelFields();
+    const body = { node_type: this.node.comfyClass, inputs: this.values(), ...fields };
+    const key = JSON.stringify({ ...body, source }); // another file of the same model is named anew
     if (key === this.sent) return;
     this.sent = key;
     clearTimeout(this.timer);
