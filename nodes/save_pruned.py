@@ -19,9 +19,11 @@ FOLDER = "diffusion_models"
 
 def baked_state_dict(model) -> dict:
     """The diffusion model's tensors with every weight patch on ``model`` applied, as core's Save Model bakes
-    them (``comfy.sd.save_checkpoint``): the model is loaded with its patches, then read. ComfyUI 0.33 hands
-    weights it did not patch in place as tensors that patch themselves when moved to the CPU."""
-    comfy.model_management.load_models_gpu([model], force_patch_weights=True, force_full_load=True)
+    them (``comfy.sd.save_checkpoint``): the model is loaded with its patches, then read. Not forced to load
+    fully: a model larger than the GPU's memory is patched in place where it is offloaded, as core does.
+    ComfyUI 0.33 hands weights it did not patch in place as tensors that patch themselves when moved to the
+    CPU."""
+    comfy.model_management.load_models_gpu([model], force_patch_weights=True)
     if hasattr(model, "model_state_dict_for_saving"):
         return model.model_state_dict_for_saving(model.model.diffusion_model, "diffusion_model.")
     return model.model.diffusion_model.state_dict()
