@@ -135,7 +135,7 @@ def from_file(name, tmp_path, monkeypatch):
     return source, load_with_comfyui(path, source, monkeypatch), lists
 
 
-def flux_like(name):
+def tiny_model(name):
     return FAMILIES[name][0](), FAMILIES[name][1]
 
 
@@ -192,7 +192,7 @@ def test_stacked_strategy_nodes_save_their_composed_order(name, models_folder, t
     text = save(model, "stacked")
     loaded = load_with_comfyui(models_folder / "stacked.safetensors", source, monkeypatch)
     assert counts(loaded, lists)[stream] == counts(source, lists)[stream] - 1
-    assert "original -> new:" in text
+    assert "original -> new: 2->0, 1->1" in text  # block 0 skipped, then the shuffle of 1-2 (seed 3: 2, 1)
     assert torch.equal(sampled(loaded, source), sampled(model, source))
 
 
@@ -223,7 +223,7 @@ def test_loras_are_baked_in(name, models_folder, loras, tmp_path, monkeypatch): 
 
 
 def test_metadata_and_report(models_folder):
-    source, lists = flux_like("flux")
+    source, lists = tiny_model("flux")
     model = planned(source, lists)
     text = save(model, "meta")
     with safetensors.safe_open(str(models_folder / "meta.safetensors"), "pt") as file:
@@ -240,7 +240,7 @@ def test_metadata_and_report(models_folder):
 
 
 def test_the_source_file_name_is_recorded(models_folder, tmp_path):
-    source, lists = flux_like("wan")
+    source, lists = tiny_model("wan")
     path = tmp_path / "tiny_wan_source.safetensors"
     comfy.utils.save_torch_file({k: v.contiguous() for k, v in source.model.diffusion_model.state_dict().items()},
                                 str(path))
@@ -256,14 +256,14 @@ def test_the_source_file_name_is_recorded(models_folder, tmp_path):
 
 @pytest.mark.parametrize("filename", ["../outside", "/tmp/absolute", "a/../../outside", "./x", ""])
 def test_a_name_outside_the_folder_is_refused(filename, models_folder):
-    source, lists = flux_like("wan")
+    source, lists = tiny_model("wan")
     with pytest.raises(SaveRefused, match="leaves the diffusion_models folder|names no file"):
         save(planned(source, lists), filename)
     assert list(models_folder.iterdir()) == []
 
 
 def test_an_existing_file_needs_overwrite(models_folder):
-    source, lists = flux_like("wan")
+    source, lists = tiny_model("wan")
     model = planned(source, lists)
     (models_folder / "taken.safetensors").write_bytes(b"not a model")
     with pytest.raises(SaveRefused, match="'taken.safetensors' already exists .* set overwrite"):
@@ -286,7 +286,7 @@ def test_an_existing_file_needs_overwrite(models_folder):
     ("0-2", "0-3", 0.0, r"carries no Layer Lab plan: nothing to prune"),
 ])
 def test_plans_a_file_cannot_hold_are_refused(double, single, start, message, models_folder):
-    source, lists = flux_like("flux")
+    source, lists = tiny_model("flux")
     with torch.inference_mode():
         model = LayerLabPlan.execute(source, double, single, start, 1.0).args[0]
     with pytest.raises(SaveRefused, match=message):
@@ -295,7 +295,7 @@ def test_plans_a_file_cannot_hold_are_refused(double, single, start, message, mo
 
 
 def test_an_unchanged_order_is_refused(models_folder):
-    source, lists = flux_like("flux")
+    source, lists = tiny_model("flux")
     with torch.inference_mode():  # two nodes that together give back the original order
         model = LayerLabSkip.execute(source, "double_blocks", 1, 1, 0.0, 0.0).args[0]
     with pytest.raises(SaveRefused, match="every block in its original order: nothing to prune"):
