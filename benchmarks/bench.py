@@ -1,6 +1,7 @@
 """DiT Layer Lab benchmark: what a plan costs and what skipping saves, measured side by side.
 
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/bench.py [--preset cpu-mid|flux-dev] [--device cpu|cuda]
+        [--only plan|probe|sweep|guidance|video|prune]
 
 Builds a Flux model from ComfyUI's own classes with random weights and samples it with one model
 call per step (cfg 1), in interleaved rounds so that every variant sees the same machine load.
@@ -40,7 +41,7 @@ def load_comfy():
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
-def build_flux(preset, device):
+def build_flux(preset, device, **overrides):
     import torch
 
     import comfy.model_management
@@ -48,7 +49,7 @@ def build_flux(preset, device):
     import comfy.supported_models
     from dit_layer_lab.tests.comfy.tiny_models import _randomize
 
-    p = PRESETS[preset]
+    p = {**PRESETS[preset], **overrides}  # overrides: other block counts (double=..., single=...)
     config = comfy.supported_models.Flux({
         "image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16, "patch_size": 2,
         "context_in_dim": p["context"], "vec_in_dim": p["pooled"], "hidden_size": p["hidden"],
@@ -88,8 +89,9 @@ def sampler(cond, latent, steps):
 class BlockTimer:
     """An observer that times every executed step, per (stream, original block)."""
 
-    def __init__(self, cuda):
+    def __init__(self, cuda, clock=time.perf_counter):
         self.cuda = cuda
+        self.clock = clock
         self.seconds = {}
 
     def wrap_step(self, stream, position, step, module):
@@ -105,29 +107,30 @@ class BlockTimer:
             def forward(self, *args, **kwargs):
                 if timer.cuda:
                     torch.cuda.synchronize()
-                start = time.perf_counter()
+                start = timer.clock()
                 out = self.inner(*args, **kwargs)
                 if timer.cuda:
                     torch.cuda.synchronize()
                 key = (stream, step)
-                timer.seconds[key] = timer.seconds.get(key, 0.0) + time.perf_counter() - start
+                timer.seconds[key] = timer.seconds.get(key, 0.0) + timer.clock() - start
                 return out
 
         return Timed()
 
 
-def measure(variants, rounds):
-    """Median seconds of each variant, run in interleaved rounds (the order rotating) after one warm-up each."""
+def measure(variants, rounds, clock=time.perf_counter, summary=statistics.median):
+    """Median (or ``summary``) seconds of each variant, run in interleaved rounds (the order rotating) after one
+    warm-up each."""
     times = {name: [] for name in variants}
     for fn in variants.values():
         fn()
     names = list(variants)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            times[name].append(clock() - start)
+    return {name: summary(ts) for name, ts in times.items()}
 
 
 def wrapper_overhead(model, patched, latent, calls=2000):
@@ -233,12 +236,12 @@ def section(name: str):
 
 def main():
     parser = command_line(__doc__, rounds=7)
-    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance", "video"], default=None)
+    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance", "video", "prune"], default=None)
     args = parser.parse_args()
     prepare(args)
     if args.only in (None, "plan"):
         plan_section(args.preset, args.device, args.steps, args.rounds)
-    for name in ("probe", "sweep", "guidance", "video"):  # sections in their own files, each with run(args)
+    for name in ("probe", "sweep", "guidance", "video", "prune"):  # sections in their own files, each with run(args)
         if args.only in (None, name):
             section(f"{name}_cost").run(args)
 

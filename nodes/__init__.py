@@ -7,9 +7,11 @@ from .guidance import GUIDANCE_NODES
 from .lora import LORA_NODES
 from .probe import PROBE_NODES
 from .reorder import REORDER_NODES
+from .save_pruned import SAVE_NODES
 from .sweep import SWEEP_NODES
 
 
 class LayerLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*REORDER_NODES, *PROBE_NODES, *LORA_NODES, *GRID_NODES, *SWEEP_NODES, *GUIDANCE_NODES]
+        return [*REORDER_NODES, *PROBE_NODES, *LORA_NODES, *GRID_NODES, *SWEEP_NODES, *GUIDANCE_NODES,
+                *SAVE_NODES]

@@ -97,6 +97,16 @@ class Family:
     # "module.Class" of known subclasses refused -> (model name, why): they run their own loop
     refused: dict[str, tuple[str, str]] = field(default_factory=dict)
     models: str = ""  # the released models it covers, for users ("Flux.1, Flux.2, LongCat-Image"); "" is its name
+    # why a diffusion-model file whose block lists hold a plan's order (a pruned or re-ordered model) would not
+    # load in ComfyUI as that planned model: the loader fixes the depth or reads it from a width, or the loop
+    # hands a block data by its position that the file cannot carry. "" where ComfyUI counts the blocks in the
+    # file and nothing else depends on a block's position. A function is asked when saving (the answer may
+    # depend on the running ComfyUI).
+    pruned_file_refusal: "str | Callable[[], str]" = ""
+
+    def pruned_file_problem(self) -> str:
+        why = self.pruned_file_refusal
+        return why() if callable(why) else why
 
     def block_counts(self, dit: nn.Module) -> dict[str, int]:
         return {stream: len(getattr(dit, self.block_lists[stream])) if stream in self.block_lists else 0

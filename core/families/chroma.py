@@ -68,6 +68,10 @@ CHROMA = Family(
     replace_kinds={"double_blocks": "double_block", "single_blocks": "single_block"},
     control_keys={"double_blocks": "input", "single_blocks": "output"},
     per_call=follow_modulations,
+    pruned_file_refusal=(
+        "Chroma's approximator makes each block's modulation from its position (a fixed sinusoidal index, offset by "
+        "both lists' lengths), not from weights of the block, so a block written at another position, or after a "
+        "shorter list, would get another block's modulation"),
     hidden_states={"double_blocks": Layout.of(img="image", txt="text"), "single_blocks": Layout.of(x="text+image")},
     sublayers=FLUX_STYLE_SUBLAYERS,
 )

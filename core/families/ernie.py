@@ -11,4 +11,6 @@ ERNIE_IMAGE = Family(
     block_lists={"single_blocks": "layers"},
     hidden_states={"single_blocks": Layout.of(x="text+image")},
     sublayers={"single_blocks": SubLayers(attn=("self_attention",), mlp=("mlp",))},  # each gated and added
+    pruned_file_refusal="ComfyUI's loader reads nothing but the family from an Ernie-Image file and builds the "
+                        "class default of 36 layers",
 )

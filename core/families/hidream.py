@@ -83,6 +83,10 @@ HIDREAM = Family(
     classes=("comfy.ldm.hidream.model.HiDreamImageTransformer2DModel",),
     block_lists=dict(STREAMS),
     per_call=follow_llm_states,
+    pruned_file_refusal=(
+        "ComfyUI's loader fixes HiDream's depth (16 double and 32 single blocks) and the LLM layer each block "
+        "position reads (llama_layers), so a file cannot hold another count or say which LLM layer a moved block "
+        "had"),
     # by keyword; a single block's sequence is image, text, then its own LLM tokens
     hidden_states={"double_blocks": Layout.of(image_tokens="image", text_tokens="text"),
                    "single_blocks": Layout.of(image_tokens="text+image")},

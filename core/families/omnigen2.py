@@ -15,4 +15,5 @@ OMNIGEN2 = Family(
     # each output is RMS-normalised before its gate: the norms' outputs are the contributions (a scaled
     # attention output would come out of its norm unscaled)
     sublayers={"single_blocks": SubLayers(attn=("norm2",), mlp=("ffn_norm2",))},
+    pruned_file_refusal="ComfyUI's loader fixes OmniGen2's depth at 32 layers, whatever the file holds",
 )

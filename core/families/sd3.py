@@ -28,6 +28,9 @@ SD3 = Family(
     replace_kinds={"double_blocks": "double_block"},
     control_keys={"double_blocks": "output"},
     check_order=check_order,
+    pruned_file_refusal=(
+        "ComfyUI's loader sets SD3's block count from its width (x_embedder width / 64), not from the blocks in "
+        "the file, and builds the last block as the pre_only one by that count"),
     # JointBlock takes (context, x) positionally; the pre_only last block returns context None
     hidden_states={"double_blocks": Layout.of(context="text", x="image")},
     # SD3.5's MMDiT-X blocks also have an image-only attention (attn2); the last context block has neither part
