@@ -8,10 +8,10 @@ import comfy.model_management
 from comfy_api.latest import io, ui
 
 from ..core.experiments import line_chart
-from ..core.experiments.bar_chart import BAR, HIGHLIGHT, OFF_SCALE, to_array
-from ..core.experiments.skip_search import (STRATEGIES, Refused, Target, build_report, check_target,
+from ..core.experiments.bar_chart import to_array
+from ..core.experiments.skip_search import (STRATEGIES, Refused, Target, build_report, chart_panel, check_target,
                                             evaluation_bound, search, skip_rewrites, to_json)
-from ..core.experiments.sweep import (GRANULARITIES, METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, SweepError,
+from ..core.experiments.sweep import (GRANULARITIES, METRICS, MODES, STREAM_CHOICES, SweepError,
                                       check_metric, check_one_order, distances, swept_streams, variants, windows)
 from ..core.patching import family_of, layer_plan
 from ..core.plan import PlanError
@@ -128,7 +128,7 @@ class LayerLabSkipSearch(io.ComfyNode):
 
         def evaluate(chosen):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            try:
+            try:  # the combined plan is checked before it runs
                 rewrites = skip_rewrites(base, chosen)
                 plan = base
                 for rewrite in rewrites:
@@ -144,6 +144,8 @@ class LayerLabSkipSearch(io.ComfyNode):
             progress.run_done()
             result = search(units, metric, target, evaluate)
         settings = {"seed": seed, "cfg": cfg, **runs.settings, "order": base.summary()}
+        if mode == "fast":
+            settings["full_rerun"] = dict(full.settings)
 
         measure = None  # the fast baseline is not needed any more
         progress.skip_to(1 + bound)
@@ -159,7 +161,6 @@ class LayerLabSkipSearch(io.ComfyNode):
         texts = report["result"]["plan"]
         return io.NodeOutput(image, to_json(report), texts.get("double_blocks", "all"),
                              texts.get("single_blocks", "all"), ui=ui.PreviewImage(image, cls=cls))
-
 
 
 def full_distances(result, mode: str, full: FullRuns, vae, base, progress: RunsProgress) -> dict:
@@ -203,27 +204,6 @@ class Measure:
             more, _ = distances(self._image, decode(self.vae, {"samples": result}), "image")
             found.update(more)
         return found
-
-
-def chart_panel(result, metric: str, mode: str, final_full: dict, target: Target, family: str,
-                describe: str) -> line_chart.LinePanel:
-    fast = mode == "fast"
-    rounds = result.rounds
-    kept = line_chart.Series("search (kept plan)", BAR, (line_chart.Point(0, 0.0, fast),) + tuple(
-        line_chart.Point(r.k, r.kept.distances[metric], fast) for r in rounds), "circle")
-    top = line_chart.Series("top-k single skips, measured together", HIGHLIGHT, tuple(
-        line_chart.Point(r.k, r.top_k.distances[metric], fast) for r in rounds if r.top_k), "square")
-    series = [kept, top]
-    if result.final is not None and fast:
-        series.append(line_chart.Series("final plan, re-run in full", OFF_SCALE, (
-            line_chart.Point(result.final.removed, final_full["distances"][metric]),), "diamond", joined=False))
-    x_max = max([target.blocks] + [r.k for r in rounds] + [1])
-    how = target.strategy if target.strategy == "greedy" else f"beam of {target.beam}"
-    return line_chart.LinePanel(
-        title=f"{METRIC_NAMES[metric]} of each plan against blocks removed (lower = closer to the model)",
-        subtitle=f"{family}, {describe}, {how}, {len(result.evaluations)} evaluations; stopped: {result.message}",
-        series=tuple(series), x_max=x_max, threshold=target.max_distance or None,
-        fast_note="hollow = fast (one evaluation), filled = full sampling")
 
 
 SKIP_SEARCH_NODES = [LayerLabSkipSearch]

@@ -246,3 +246,30 @@ def test_the_combined_plan_and_the_report():
     assert report["result"]["skip"] == [{"stream": w.stream, "blocks": w.label} for w in kept]
     assert report["result"]["full"] == {"distances": {METRIC: 0.25}}
     assert report["excluded"] == [{"stream": "double_blocks", "blocks": "9", "reason": "why"}]
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_the_chart_shows_the_kept_path_the_top_k_plans_and_the_full_re_run(mode):
+    import numpy as np
+
+    from dit_layer_lab.core.experiments import bar_chart as bc
+    from dit_layer_lab.core.experiments import line_chart as lc
+    from dit_layer_lab.core.experiments.skip_search import chart_panel
+
+    fake = Fake(units(double=3, single=6), seed=2, interaction=4.0)
+    result = run(fake, blocks=5, max_distance=10.0)
+    result.rounds[-1].kept.distances[METRIC] = math.inf  # every legend entry: a broken result too
+    full = {"distances": {METRIC: 0.5}}
+    p = chart_panel(result, METRIC, mode, full, Target(blocks=5, max_distance=0.25, budget=1000), "Flux",
+                    "fast, one evaluation at 50% of the schedule (sigma 0.76)")
+    kept, top, *final = p.series
+    fast = mode == "fast"
+    assert kept.points == (lc.Point(0, 0.0, fast),) + tuple(
+        lc.Point(r.k, r.kept.distances[METRIC], fast) for r in result.rounds)
+    assert top.points == tuple(lc.Point(r.k, r.top_k.distances[METRIC], fast) for r in result.rounds)
+    assert [s.points for s in final] == ([(lc.Point(5, 0.5),)] if fast else [])
+    assert p.x_max == 5 and p.threshold == 0.25
+    image = np.asarray(lc.render(p))
+    legend = image[40:64]
+    assert (legend[:, -6:] == 255).all(), "the legend runs off the chart"
+    assert (legend[:, bc.LEFT:] != 255).any()

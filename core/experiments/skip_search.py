@@ -32,6 +32,8 @@ from math import comb
 from typing import Callable, Mapping, Sequence
 
 from ..rewrite import LayerPlan, OrderCheck, Rewrite
+from . import line_chart
+from .bar_chart import BAR, HIGHLIGHT, OFF_SCALE
 from .sweep import METRIC_NAMES, Measured, Window, plan_texts, skip_rewrite, suggest
 
 STRATEGIES = ("greedy", "beam")
@@ -264,6 +266,31 @@ def combined_plan(base: LayerPlan, chosen: Sequence[Window], check: OrderCheck |
     for rewrite in skip_rewrites(base, chosen):
         plan = plan.with_rewrite(rewrite, check)
     return plan
+
+
+# ------------------------------------------------------------------------------------------- chart
+
+
+def chart_panel(result: Result, metric: str, mode: str, final_full: Mapping, target: Target, family: str,
+                describe: str) -> line_chart.LinePanel:
+    """Distance against blocks removed: the kept plan per size from 0, the top-k plans, the final full re-run."""
+    fast = mode == "fast"
+    rounds = result.rounds
+    kept = line_chart.Series("kept plan", BAR, (line_chart.Point(0, 0.0, fast),) + tuple(
+        line_chart.Point(r.k, r.kept.distances[metric], fast) for r in rounds), "circle")
+    top = line_chart.Series("top-k singles, together", HIGHLIGHT, tuple(
+        line_chart.Point(r.k, r.top_k.distances[metric], fast) for r in rounds if r.top_k), "square")
+    series = [kept, top]
+    if result.final is not None and fast:
+        series.append(line_chart.Series("final plan, full re-run", OFF_SCALE, (
+            line_chart.Point(result.final.removed, final_full["distances"][metric]),), "diamond", joined=False))
+    x_max = max([target.blocks] + [r.k for r in rounds] + [1])
+    how = target.strategy if target.strategy == "greedy" else f"beam of {target.beam}"
+    return line_chart.LinePanel(
+        title=f"{METRIC_NAMES[metric]} of each plan against blocks removed (lower = closer to the model)",
+        subtitle=f"{family}, {describe}, {how}, {len(result.evaluations)} evaluations; stopped: {result.message}",
+        series=tuple(series), x_max=x_max, threshold=target.max_distance or None,
+        fast_note="hollow = fast")
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -20,7 +20,7 @@ from dit_layer_lab.tests.comfy.test_sweep import (CFG, PERCENT, SEED, STEPS, ass
 
 BUILDERS = {
     "flux": lambda: tm.tiny_flux(double=3, single=4),
-    "wan": lambda: tm.tiny_wan(blocks=5),
+    "wan": lambda: tm.tiny_wan(blocks=4),
 }
 
 
@@ -110,7 +110,7 @@ def test_resumed_evaluations_of_combined_plans_equal_full_model_evaluations_bit_
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_every_reported_evaluation_is_its_combined_plan_and_the_top_k_never_wins_unseen(name, strategy):
     model, positive, negative, latent = setup(name)
-    _, report, _, _ = search(model, positive, negative, latent, blocks=4, strategy=strategy)
+    _, report, _, _ = search(model, positive, negative, latent, blocks=3, strategy=strategy)
     evaluations = report["evaluations"]
     base = one_evaluation(model, positive, negative, latent)
     for e in evaluations:
@@ -124,7 +124,7 @@ def test_every_reported_evaluation_is_its_combined_plan_and_the_top_k_never_wins
                                                                                  e["index"]))
     assert len(singles) == sum(layer_plan(model).counts.values())
     by_index = {e["index"]: e for e in evaluations}
-    assert [p["blocks_removed"] for p in report["path"]] == [1, 2, 3, 4]
+    assert [p["blocks_removed"] for p in report["path"]] == [1, 2, 3]
     for p in report["path"]:
         k = p["blocks_removed"]
         top = by_index[p["top_k"]]
@@ -148,13 +148,14 @@ def test_every_reported_evaluation_is_its_combined_plan_and_the_top_k_never_wins
 
 def test_max_distance_and_budget_stop_the_search_and_say_so():
     model, positive, negative, latent = setup("flux")
-    _, free, _, _ = search(model, positive, negative, latent, blocks=4)
-    d = [p["search_distance"] for p in free["path"]]
+    _, free, _, _ = search(model, positive, negative, latent, blocks=2)
     kept = [free["evaluations"][p["kept"]]["distances"]["latent_cosine"] for p in free["path"]]
-    limit = (kept[1] + kept[2]) / 2
+    assert kept[0] < kept[1]
+    limit = (kept[0] + kept[1]) / 2
     _, report, _, _ = search(model, positive, negative, latent, blocks=0, max_distance=limit)
-    assert report["stop"]["reason"] == "max_distance" and report["result"]["blocks_removed"] == 2
-    assert report["path"][-1]["accepted"] is False and len(d) == 4
+    assert report["stop"]["reason"] == "max_distance" and report["result"]["blocks_removed"] == 1
+    assert [p["accepted"] for p in report["path"]] == [True, False]
+    assert report["result"]["skip"] == free["evaluations"][free["path"][0]["kept"]]["skip"]
     _, report, double, single = search(model, positive, negative, latent, blocks=4, budget=5)
     assert report["stop"]["reason"] == "budget" and "budget of 5 evaluations" in report["stop"]["message"]
     assert len(report["evaluations"]) == 5 and report["result"]["blocks_removed"] == 0
@@ -216,3 +217,27 @@ def test_an_interrupt_stops_between_evaluations_and_leaves_the_model_clean(progr
     assert_unchanged(model, before)
     _, report, _, _ = search(model, positive, negative, latent, mode=mode, blocks=1)
     assert report["result"]["blocks_removed"] == 1
+
+
+def test_image_distances_with_a_vae_equal_decoded_separate_runs():
+    from dit_layer_lab.nodes.sampling import decode
+
+    model, positive, negative, latent = setup("flux")
+    vae = tm.tiny_vae()
+    _, report, _, _ = search(model, positive, negative, latent, blocks=1, streams="single_blocks",
+                             metric="image_rel_l2", vae=vae)
+    with torch.inference_mode():
+        base = decode(vae, {"samples": one_evaluation(model, positive, negative, latent)})
+        for e in report["evaluations"]:
+            image = decode(vae, {"samples": one_evaluation(through_plan_node(model, e["plan"]), positive, negative,
+                                                           latent)})
+            cos, rel = numpy_distances(base, image)
+            assert e["distances"]["image_cosine"] == pytest.approx(cos, rel=1e-9, abs=1e-13)
+            assert e["distances"]["image_rel_l2"] == pytest.approx(rel, rel=1e-9)
+        full_base = decode(vae, {"samples": sampled(model, positive, negative, latent)})
+        planned = decode(vae, {"samples": sampled(through_plan_node(model, report["result"]["plan"]), positive,
+                                                  negative, latent)})
+    exact, _ = distances(full_base, planned, "image")
+    assert {k: report["result"]["full"]["distances"][k] for k in exact} == exact
+    best = min(report["evaluations"], key=lambda e: e["distances"]["image_rel_l2"])
+    assert report["result"]["evaluation"] == best["index"]
