@@ -63,6 +63,12 @@ class RunsProgress:
         self.done += 1
         self.bar.update_absolute(self.done * self.steps)
 
+    def skip_to(self, runs_done: int) -> None:
+        """Go on from run ``runs_done`` + 1: a node that needed fewer runs than it counted on (a search that
+        stopped early) still ends with a full bar."""
+        self.done = max(self.done, runs_done)
+        self.bar.update_absolute(self.done * self.steps)
+
 
 def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_name, scheduler, denoise,
            progress: RunsProgress | None = None) -> dict:

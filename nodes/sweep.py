@@ -10,7 +10,7 @@ import comfy.samplers
 from comfy_api.latest import io, ui
 
 from ..core.experiments.bar_chart import render, to_array
-from ..core.experiments.fast_sweep import FastSweep, resume
+from ..core.experiments.fast_sweep import FastSweep, every_start, resume
 from ..core.experiments.sweep import (GRANULARITIES, METRIC_NAMES, METRICS, MODES, STREAM_CHOICES, Measured,
                                       SweepError,
                                       build_report, chart_panels, check_metric, check_one_order, distances,
@@ -179,9 +179,17 @@ class FullRuns:
         skipped, _ = with_rewrites(self.model, lambda counts: [skip_rewrite(variant.plan, variant.window)])
         return self.run(skipped)
 
+    def rewritten(self, rewrites) -> torch.Tensor:
+        """The model with ``rewrites`` added (a search's combined skip), sampled."""
+        planned, _ = with_rewrites(self.model, lambda counts: rewrites)
+        return self.run(planned)
+
 
 class FastRuns:
-    """One model evaluation per variant at one noise level, resumed from the baseline's recorded block inputs."""
+    """One model evaluation per variant at one noise level, resumed from the baseline's recorded block inputs.
+
+    ``runnable`` None: the plans come later (``rewritten``), so the input of every block is recorded.
+    """
 
     def __init__(self, model, family, base, runnable, positive, negative, latent, seed, cfg, percent):
         if not 0.0 <= percent < 1.0:
@@ -190,9 +198,11 @@ class FastRuns:
         sigma = float(model.get_model_object("model_sampling").percent_to_sigma(percent))
         if not sigma > 0.0:
             raise SweepError(f"fast_percent = {percent} maps to noise level {sigma}; choose a smaller fast_percent")
+        self.base, self.family = base, family
         self.base_orders = executed_orders(base, family)
-        self.resumes = {v.window: resume(self.base_orders, executed_orders(v.plan, family)) for v in runnable}
-        self.sweep = FastSweep(family, self.base_orders, self.resumes.values(),
+        self.resumes = {v.window: resume(self.base_orders, executed_orders(v.plan, family)) for v in runnable or ()}
+        needed = every_start(self.base_orders) if runnable is None else self.resumes.values()
+        self.sweep = FastSweep(family, self.base_orders, needed,
                                store_device=comfy.model_management.intermediate_device())
         # a clone whose only block machinery is the sweep's wrapper (it runs the model's plan itself)
         self.model = model.clone()
@@ -217,6 +227,14 @@ class FastRuns:
 
     def variant(self, variant) -> torch.Tensor:
         with self.sweep.running(self.resumes[variant.window]):
+            return self.predict()
+
+    def rewritten(self, rewrites) -> torch.Tensor:
+        """The base plan with ``rewrites`` added (a search's combined skip), resumed where it first differs."""
+        plan = self.base
+        for rewrite in rewrites:
+            plan = plan.with_rewrite(rewrite, self.family.check)
+        with self.sweep.running(resume(self.base_orders, executed_orders(plan, self.family))):
             return self.predict()
 
 

@@ -176,3 +176,35 @@ def test_recorded_states_are_copies_and_held_only_where_needed():
     assert fast.nbytes == 5 * 2 * 9 * 8 * 4
     fast.release()
     assert fast.nbytes == 0
+
+
+def test_recording_every_start_resumes_any_combined_skip_bit_for_bit():
+    """What a search needs: plans not known when the baseline is recorded, each resumed where it first differs."""
+    import random
+
+    from dit_layer_lab.core.experiments.fast_sweep import every_start
+    from dit_layer_lab.core.experiments.skip_search import combined_plan
+
+    plan = LayerPlan("Toy", COUNTS)
+    dit, args = ToyDiT(), inputs()
+    base = orders_of(plan)
+    starts = every_start(base)
+    assert {(r.stream, r.source) for r in starts} == {(s, i) for s, n in COUNTS for i in range(n)}
+    fast = FastSweep(FAMILY, base, starts)
+    executor = Executor(dit, *args)
+    control = control_residuals()
+    with fast.recording():
+        baseline = evaluate(fast.around_call, executor, control)
+    for r in starts:  # the baseline resumed at any step is the baseline
+        with fast.running(r):
+            assert torch.equal(evaluate(fast.around_call, executor, control), baseline), (r.stream, r.source)
+    units = [Window(s, i, i) for s, n in COUNTS for i in range(n)]
+    rng = random.Random(0)
+    sets = [rng.sample(units, rng.randint(1, 5)) for _ in range(40)]
+    sets += [[Window("double_blocks", i, i) for i in (2, 3, 4)] + [Window("single_blocks", 0, 0)],  # ends a stream
+             [Window("single_blocks", i, i) for i in (4, 5)], [Window("double_blocks", 0, 0), units[-1]]]
+    for chosen in sets:
+        orders = orders_of(combined_plan(plan, chosen, FAMILY.check_order))
+        with fast.running(resume(base, orders)):
+            result = evaluate(fast.around_call, executor, control)
+        assert torch.equal(result, plain(dit, orders, *args, control)), chosen

@@ -131,7 +131,7 @@ def _panel(draw, fonts, index: int, panel: BarPanel) -> None:
         y = bottom - round(value / hi * PLOT_H) + (1 if k else 0)
         draw.line([left, y, left + PLOT_W - 1, y], fill=GRID if k else INK)
         draw.line([left - 4, y, left - 1, y], fill=INK)
-        draw_text(draw, (left - 7, y), _tick(value, step), text_font, "rm")
+        draw_text(draw, (left - 7, y), tick_label(value, step), text_font, "rm")
     draw.line([left - 1, top, left - 1, bottom], fill=INK)
 
     n = len(panel.values)
@@ -162,7 +162,7 @@ def _panel(draw, fonts, index: int, panel: BarPanel) -> None:
     _legend(draw, text_font, (left, y0 + 52), panel)
 
 
-def _tick(value: float, step: float) -> str:
+def tick_label(value: float, step: float) -> str:
     decimals = max(0, -math.floor(math.log10(step)) + (0 if float(step).is_integer() else 1))
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text

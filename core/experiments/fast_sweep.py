@@ -87,6 +87,14 @@ def resume(base: Mapping[str, Steps], variant: Mapping[str, Steps]) -> Resume:
     return Resume(orders, stream, source)
 
 
+def every_start(base: Mapping[str, Steps]) -> list[Resume]:
+    """The baseline resumed at each of its executed steps: recording for these records every step's input,
+    which is all that any plan on the baseline can need (a search does not know its plans in advance)."""
+    streams = [s for s in STREAMS if s in base]
+    return [Resume({t: () if k < at else base[t][i:] if k == at else base[t] for k, t in enumerate(streams)}, s, i)
+            for at, s in enumerate(streams) for i in range(len(base[s]))]
+
+
 # ------------------------------------------------------------------------------- hidden states
 
 
