@@ -421,6 +421,49 @@ def wan22_skip_grid(g: Graph):
                        "variants one after another.")
 
 
+def search_look_save(g: Graph, model, positive, negative, latent, vae, settings: dict, streams: str, name: str):
+    """Skip search -> its chart and report; its plan on the model -> sampled; the planned model -> saved as a file.
+    Returns the planned sampler's decoded images."""
+    search = g.add("LayerLabSkipSearch", (760, 0), inputs={**sampling_inputs(model, positive, negative, latent)},
+                   **settings, streams=streams, mode="fast", blocks=6, strategy="greedy")
+    g.add("PreviewImage", (1120, 0), inputs={"images": search.out("chart")})
+    g.add("PreviewAny", (1120, 420), inputs={"source": search.out("report")})
+    plan = g.add("LayerLabPlan", (1480, 0), inputs={"model": model})
+    g.connect(*search.out("double_blocks"), plan, "double_blocks")
+    g.connect(*search.out("single_blocks"), plan, "single_blocks")
+    sampler = g.add("KSampler", (1480, 360), title="KSampler (searched skips)",
+                    inputs=sampling_inputs(plan.out("MODEL"), positive, negative, latent), **settings)
+    images = g.add("VAEDecode", (1840, 360), inputs={"samples": sampler.out("LATENT"), "vae": vae.out("VAE")})
+    g.add("LayerLabSavePrunedModel", (1840, 0), inputs={"model": plan.out("MODEL")}, filename=name)
+    return images
+
+
+def flux_skip_search_prune(g: Graph):
+    unet, vae, positive, negative, latent = flux_base(g)
+    images = search_look_save(g, unet.out("MODEL"), positive, negative, latent, vae, FLUX_SETTINGS, "both",
+                              "layer_lab/flux1-dev_6_blocks_pruned")
+    g.add("SaveImage", (2200, 360), inputs={"images": images.out("IMAGE")},
+          filename_prefix="layer_lab/flux_searched_skips")
+    note(g, (0, -220), "**From a finding to a faster model.** The skip search grows a set of 6 blocks to skip, "
+                       "one block at a time, and measures every candidate as the combined plan it would be "
+                       "(fast mode: one model evaluation each, resumed from the unchanged run's block inputs); "
+                       "the chart compares its path with the sweep's top-k singles, and the final plan is "
+                       "re-run in full. Look at the sample of its plan, then Save Pruned Model writes the "
+                       "smaller model to models/diffusion_models, for core's Load Diffusion Model, without "
+                       "the pack.")
+
+
+def wan22_skip_search_prune(g: Graph):
+    model, vae, positive, negative, latent = wan22_base(g, length=17, width=640, height=352)
+    images = search_look_save(g, model.out("MODEL"), positive, negative, latent, vae, WAN22_SETTINGS,
+                              "single_blocks", "layer_lab/wan2.2_ti2v_5B_6_blocks_pruned")
+    save_video(g, (2200, 360), images.out("IMAGE"), "layer_lab/wan22_searched_skips")
+    note(g, (0, -220), "**Wan 2.2: search, look, save.** The skip search on Wan's one list of 30 blocks finds 6 "
+                       "to skip, each candidate measured as the combined plan on a short 17-frame clip; the "
+                       "plan is sampled as a video to look at, and Save Pruned Model writes the 24-block model "
+                       "that core's Load Diffusion Model runs without the pack.")
+
+
 WORKFLOWS = {
     "flux_skip_middle_blocks": flux_skip_middle,
     "flux_looped_parallel": flux_looped_parallel,
@@ -436,6 +479,8 @@ WORKFLOWS = {
     "sd35_plan_guidance": sd35_plan_guidance,
     "wan22_similarity_probe": wan22_probe,
     "wan22_skip_grid": wan22_skip_grid,
+    "flux_skip_search_prune": flux_skip_search_prune,
+    "wan22_skip_search_prune": wan22_skip_search_prune,
 }
 
 
