@@ -140,6 +140,15 @@ class Recorder(nn.Module):
         return out
 
 
+def _working_bytes(value: torch.Tensor, tokens: torch.Tensor | None, copy: torch.Tensor) -> int:
+    """At most what ``flat_copy`` has alive at once on the state's device: the token subset of every row, the
+    conditional rows of it, and the copy in the kept dtype."""
+    per_value = value.element_size() * value.shape[-1]
+    selected = 0 if tokens is None else value.shape[0] * len(tokens) * per_value
+    rows = copy.shape[0] * (copy.shape[1] // value.shape[-1]) * per_value if copy.shape[0] != value.shape[0] else 0
+    return selected + rows + (copy.nbytes if copy.dtype != value.dtype or not (selected or rows) else 0)
+
+
 class Probe:
     """``keep``: where the states wait and how they are multiplied (``similarity.Keep``); the default is
     the exact way, on the model's device."""
@@ -156,6 +165,7 @@ class Probe:
         self.evaluations = 0
         self.peak_bytes = 0  # states held, wherever they are
         self.peak_device_bytes = 0  # on the model's device: states kept there and the working copy
+        self.peak_working_bytes = 0  # the largest working copy (made on the model's device, then kept or moved)
         self._frames: set[int] = set()
         self._subsets: dict[tuple, torch.Tensor | None] = {}
         # ComfyUI 0.33 calls per-device clones of a model from threads, all with this one probe: what
@@ -256,6 +266,7 @@ class Probe:
                 copy = flat_copy(value, self._capture.rows, tokens, self.keep.dtype(value))
                 track.add(label, step, copy)
                 on_device = self.bytes_on(copy.device)
+                self.peak_working_bytes = max(self.peak_working_bytes, _working_bytes(value, tokens, copy))
                 kept_there = self.keep.device is None or torch.device(self.keep.device) == copy.device
                 self.peak_device_bytes = max(self.peak_device_bytes, on_device + (0 if kept_there else copy.nbytes))
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
