@@ -26,9 +26,10 @@ every state the sweep will hold), each with
 - host: the process's peak RSS above its level before the run.
 
 The timed Wan fast / naive sweep ratio needs a sweep over every block, 40 of them (41 evaluations of
-40 blocks for the naive one): on CUDA it is timed at Wan 2.2 14B's real size, one latent frame; on a
-CPU on a Wan-shaped model with its 40 blocks at width 256 and one 32x32 latent frame
-(``video_cost.sweep_ratio``, ``--rounds`` rounds), as the full width does not fit a CPU's time.
+40 blocks for the naive one): with every block (CUDA) it is timed on the Wan 2.2 14B model itself at
+one latent frame; with fewer (a CPU) on a Wan-shaped model with its 40 blocks at width 256 and one
+32x32 latent frame (``video_cost.sweep_ratio``, ``--rounds`` rounds), as the full width does not fit
+a CPU's time. ``--no-ratio`` leaves it out.
 """
 
 from __future__ import annotations
@@ -213,8 +214,6 @@ def sweep_table(s, full_name, cuda):
 
 
 def wan(args, cuda, slice_bytes):
-    import torch
-
     video_cost = _module("video_cost")
     blocks = 40 if args.blocks == 0 or cuda and args.blocks is None else (
         CPU_BLOCKS["wan22-14b"] if args.blocks is None else args.blocks)
@@ -242,23 +241,24 @@ def wan(args, cuda, slice_bytes):
           f"{gib(at21)} GiB per batch row at 21 latent frames (81 frames of 832x480), x 2 with cfg > 1. "
           f"One state at 21 frames: {mib(sweeps[lo]['one_call'] / lo * 21)} MiB per batch row (on the model's "
           "device beyond a plain run while a variant runs).")
-    del model
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
+    if not getattr(args, "no_ratio", False):
+        # Wan 2.2 14B's 40 blocks: this model on CUDA (one latent frame), a width-256 one on a CPU
+        if blocks != 40:
+            del model
+            free(cuda)
+            video_cost.WAN = {**_module("video_cost").WAN, "dim": 256, "blocks": 40}  # its own 32x32 latent
+            model, cond = video_cost.build_wan(args.device)
+        video_cost.sweep_ratio(model, cond, args.rounds, args.device, 1)
     return at21
 
 
-def timed_wan_ratio(args):
-    """Fast / naive over Wan 2.2 14B's 40 blocks: at its real width on CUDA, at width 256 and one latent frame
-    of 32x32 on a CPU (41 evaluations of 40 blocks each for the naive sweep)."""
-    video_cost = _module("video_cost")
-    if args.device == "cuda":
-        video_cost.WAN, frames = {**WAN22_14B, "blocks": 40}, 1
-    else:
-        video_cost.WAN, frames = {**video_cost.WAN, "dim": 256, "blocks": 40}, 1
-    model, cond = video_cost.build_wan(args.device)
-    return video_cost.sweep_ratio(model, cond, args.rounds, args.device, frames)
+def free(cuda):
+    """Unload what ComfyUI keeps loaded, so that the next model has the memory."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
 
 
 def run(args) -> dict:
@@ -272,10 +272,9 @@ def run(args) -> dict:
     out = {}
     if model in ("flux-dev", "both"):
         out["flux"] = flux(args, cuda, slice_bytes)
+        free(cuda)
     if model in ("wan22-14b", "both"):
         out["wan"] = wan(args, cuda, slice_bytes)
-        if not getattr(args, "no_ratio", False):
-            out["ratio"] = timed_wan_ratio(args)
     return out
 
 
