@@ -138,7 +138,8 @@ def sweep_ratio(model, cond, rounds, device, frames=4):
     ratio = medians["fast"] / medians["naive"]
     tokens = (latent["samples"].shape[-2] // 2) * (latent["samples"].shape[-1] // 2)
     print(f"\n## Sweep cost on a Wan-shaped model, fast vs naive ({device}, {n} blocks in one list, width "
-          f"{WAN['dim']}, {frames} latent frame{'s' * (frames != 1)} of {tokens} tokens, one evaluation at {PERCENT:.0%} of the schedule, cfg 1, {rounds} rounds)\n")
+          f"{WAN['dim']}, {frames} latent frame{'s' * (frames != 1)} of {tokens} tokens, one evaluation at "
+          f"{PERCENT:.0%} of the schedule, cfg 1, {rounds} rounds)\n")
     print("| variants | naive sweep (ms) | fast sweep (ms) | fast / naive | blocks run, fast / naive | "
           "one evaluation (ms) |")
     print("|---|---|---|---|---|---|")

@@ -80,7 +80,7 @@ class LayerLabSimilarityProbe(io.ComfyNode):
                                frames=probe.frames, aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
                                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
                                order=plan.summary(), held_bytes=probe.peak_bytes,
-                               held_device_bytes=probe.peak_device_bytes,
+                               held_device_bytes=probe.peak_device_bytes, working_bytes=probe.peak_working_bytes,
                                held_on="model device" if keep.exact or keep.device is None else str(keep.device))
         image = torch.from_numpy(to_float_array(render(panels)))
         return io.NodeOutput(image, latent, to_json(report), ui=ui.PreviewImage(image, cls=cls))
