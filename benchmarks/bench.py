@@ -236,7 +236,7 @@ def section(name: str):
 
 def main():
     parser = command_line(__doc__, rounds=7)
-    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance", "video", "prune"], default=None)
+    parser.add_argument("--only", choices=["plan", "probe", "sweep", "guidance", "video", "prune", "real"], default=None)
     args = parser.parse_args()
     prepare(args)
     if args.only in (None, "plan"):
@@ -244,6 +244,8 @@ def main():
     for name in ("probe", "sweep", "guidance", "video", "prune"):  # sections in their own files, each with run(args)
         if args.only in (None, name):
             section(f"{name}_cost").run(args)
+    if args.only == "real":  # minutes on a CPU: only when asked for (benchmarks/real_sizes.py has its options)
+        section("real_sizes").run(args)
 
 
 if __name__ == "__main__":

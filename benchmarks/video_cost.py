@@ -43,7 +43,7 @@ def build_wan(device):
 
     p = WAN
     unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": p["dim"], "out_dim": 16,
-                   "num_heads": p["dim"] // 128, "ffn_dim": 4 * p["dim"], "num_layers": p["blocks"],
+                   "num_heads": p["dim"] // 128, "ffn_dim": p.get("ffn", 4 * p["dim"]), "num_layers": p["blocks"],
                    "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
                    "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}
     config = comfy.model_detection.model_config_from_unet_config(dict(unet_config))
@@ -58,9 +58,12 @@ def build_wan(device):
 
 
 def latent_of(frames):
+    """A latent of ``frames`` latent frames, ``WAN["latent"]`` pixels square or (height, width)."""
     import torch
 
-    return torch.zeros(1, 16, frames, WAN["latent"], WAN["latent"])
+    size = WAN["latent"]
+    height, width = size if isinstance(size, tuple) else (size, size)
+    return torch.zeros(1, 16, frames, height, width)
 
 
 def probe_memory(model, cond, steps):
@@ -90,7 +93,7 @@ def probe_memory(model, cond, steps):
     return held
 
 
-def sweep_ratio(model, cond, rounds, device):
+def sweep_ratio(model, cond, rounds, device, frames=4):
     import torch
 
     from dit_layer_lab.core.experiments.sweep import skip_rewrite, variants, windows
@@ -98,7 +101,7 @@ def sweep_ratio(model, cond, rounds, device):
     from dit_layer_lab.nodes.sweep import FastRuns, predict_once
 
     bench = _module("bench")
-    latent = {"samples": latent_of(4)}
+    latent = {"samples": latent_of(frames)}
     plan = layer_plan(model)
     family = family_of(plan)
     sigma = float(model.get_model_object("model_sampling").percent_to_sigma(PERCENT))
@@ -133,8 +136,10 @@ def sweep_ratio(model, cond, rounds, device):
     n = WAN["blocks"]
     blocks = (n + sum(r.blocks_run for r in runs.resumes.values())) / (n + len(runnable) * (n - 1))
     ratio = medians["fast"] / medians["naive"]
-    print(f"\n## Sweep cost on a Wan-shaped model, fast vs naive ({device}, {n} blocks in one list, "
-          f"4 latent frames, one evaluation at {PERCENT:.0%} of the schedule, cfg 1, {rounds} rounds)\n")
+    tokens = (latent["samples"].shape[-2] // 2) * (latent["samples"].shape[-1] // 2)
+    print(f"\n## Sweep cost on a Wan-shaped model, fast vs naive ({device}, {n} blocks in one list, width "
+          f"{WAN['dim']}, {frames} latent frame{'s' * (frames != 1)} of {tokens} tokens, one evaluation at "
+          f"{PERCENT:.0%} of the schedule, cfg 1, {rounds} rounds)\n")
     print("| variants | naive sweep (ms) | fast sweep (ms) | fast / naive | blocks run, fast / naive | "
           "one evaluation (ms) |")
     print("|---|---|---|---|---|---|")

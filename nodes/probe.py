@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import torch
 
+import comfy.model_management
 from comfy_api.latest import io, ui
 
 from ..core.patching import APPLY_MODEL, OBSERVER_KEY, family_of, with_rewrites
 from ..core.probe import AGGREGATES, PROBE_WRAPPER_KEY, Probe, check_single_order
 from ..core.probe.heatmap import render, to_float_array
 from ..core.probe.report import build, to_json
+from ..core.probe.similarity import Keep
 from .reorder import MODEL_HELP
 from .sampling import ksampler_inputs, sample
 
 CATEGORY = "layer_lab"
+
+
+def keep_states() -> Keep:
+    """Where the probe keeps its states: ComfyUI's intermediate device (host memory beside a GPU), products in
+    slices on the model's device. Tests swap in ``similarity.EXACT`` (float32 on the model's device, one
+    product) as the reference."""
+    return Keep(comfy.model_management.intermediate_device())
 
 
 class LayerLabSimilarityProbe(io.ComfyNode):
@@ -54,7 +63,8 @@ class LayerLabSimilarityProbe(io.ComfyNode):
                 scheduler: str, denoise: float, aggregate: str, max_tokens: int) -> io.NodeOutput:
         probed, plan = with_rewrites(model, lambda counts: [])
         check_single_order(plan)
-        probe = Probe(family_of(plan), aggregate, max_tokens, seed)
+        keep = keep_states()
+        probe = Probe(family_of(plan), aggregate, max_tokens, seed, keep)
         options = probed.model_options["transformer_options"]
         options[OBSERVER_KEY] = probe
         probed.add_wrapper_with_key(APPLY_MODEL, PROBE_WRAPPER_KEY, probe.around_call)
@@ -69,7 +79,9 @@ class LayerLabSimilarityProbe(io.ComfyNode):
         report, panels = build(measured, family=plan.family, steps=steps, evaluations=probe.evaluations,
                                frames=probe.frames, aggregate=aggregate, max_tokens=max_tokens, seed=seed, cfg=cfg,
                                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
-                               order=plan.summary(), held_bytes=probe.peak_bytes)
+                               order=plan.summary(), held_bytes=probe.peak_bytes,
+                               held_device_bytes=probe.peak_device_bytes, working_bytes=probe.peak_working_bytes,
+                               held_on="model device" if keep.exact or keep.device is None else str(keep.device))
         image = torch.from_numpy(to_float_array(render(panels)))
         return io.NodeOutput(image, latent, to_json(report), ui=ui.PreviewImage(image, cls=cls))
 

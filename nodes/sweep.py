@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import comfy.model_management
@@ -203,7 +205,8 @@ class FastRuns:
         self.resumes = {v.window: resume(self.base_orders, executed_orders(v.plan, family)) for v in runnable or ()}
         needed = every_start(self.base_orders) if runnable is None else self.resumes.values()
         self.sweep = FastSweep(family, self.base_orders, needed,
-                               store_device=comfy.model_management.intermediate_device())
+                               store_device=comfy.model_management.intermediate_device(),
+                               rows=evaluation_rows(latent, positive, negative, cfg, model.model_options))
         # a clone whose only block machinery is the sweep's wrapper (it runs the model's plan itself)
         self.model = model.clone()
         self.model.remove_wrappers_with_key(APPLY_MODEL, KEY)
@@ -217,6 +220,10 @@ class FastRuns:
 
     def __exit__(self, *exc):
         self.settings["held_state_bytes"] = self.sweep.nbytes  # the recorded block inputs, at their peak
+        if self.sweep.estimate is not None:  # what the sweep said it would hold before it held it
+            self.settings["held_state_bytes_estimate"] = self.sweep.estimate.total
+            self.settings["held_state_device"] = str(self.sweep.store_device)
+            self.settings["available_bytes"] = self.sweep.available
         self.sweep.release()
         self.model.remove_wrappers_with_key(APPLY_MODEL, FAST_WRAPPER_KEY)
         return False
@@ -236,6 +243,14 @@ class FastRuns:
             plan = plan.with_rewrite(rewrite, self.family.check)
         with self.sweep.running(resume(self.base_orders, executed_orders(plan, self.family))):
             return self.predict()
+
+
+def evaluation_rows(latent: dict, positive, negative, cfg: float, model_options: dict) -> int:
+    """Batch rows of one model evaluation, every call together: the latent's batch for each conditioning
+    entry ComfyUI evaluates (the negative ones only when cfg is not 1, as ComfyUI skips them then)."""
+    skips_negative = math.isclose(cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False)
+    entries = len(positive) + (0 if skips_negative else len(negative))
+    return latent["samples"].shape[0] * max(1, entries)
 
 
 def predict_once(model, positive, negative, latent: dict, seed, cfg, sigma: float) -> torch.Tensor:

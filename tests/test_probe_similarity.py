@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dit_layer_lab.core.probe import similarity
 from dit_layer_lab.core.probe.capture import cond_rows
-from dit_layer_lab.core.probe.similarity import (PerStepCosine, ProbeError, StepMeanCosine, cosine_matrix,
-                                                 flat_copy, token_count, token_subset)
+from dit_layer_lab.core.probe.similarity import (EXACT, Keep, PerStepCosine, ProbeError, StepMeanCosine,
+                                                 cosine_matrix, flat_copy, token_count, token_subset)
 
 
 def states(seed, rows=5, batch=3, dim=40):
@@ -159,3 +160,29 @@ def test_token_subset_draws_from_all_tokens_when_they_do_not_divide_into_frames(
     subset = token_subset(101, 10, seed=3, frames=4)
     assert len(subset) == 10 and subset.max() < 101
     assert torch.equal(subset, token_subset(101, 10, seed=3))
+
+
+@pytest.mark.parametrize("kind", [PerStepCosine, StepMeanCosine])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_states_kept_elsewhere_in_their_dtype_give_the_exact_matrices(kind, dtype, monkeypatch):
+    """The chunked way (slices of a few columns here, so that there are many) against the exact one."""
+    monkeypatch.setattr(similarity, "CHUNK_BYTES", 4 * 5 * 3 * 7)  # 7 columns of 5 rows x 3 samples
+    keep = Keep("cpu")
+    exact, chunked = kind(), kind(keep)
+    for s in range(3):
+        for state in states(s):
+            state = state.to(dtype)
+            exact.add(flat_copy(state[:, None], None, None, EXACT.dtype(state)))
+            chunked.add(flat_copy(state[:, None], None, None, keep.dtype(state)))
+        exact.end()
+        chunked.end()
+    assert torch.allclose(chunked.result(), exact.result(), atol=1e-6)
+    if kind is PerStepCosine:  # kept in the states' own dtype: bf16 is half the bytes, with the same matrix
+        assert {s.dtype for s in chunked.states} == {dtype}
+        assert chunked.nbytes * (4 // dtype.itemsize) == exact.nbytes
+
+
+def test_the_kept_dtype_is_the_states_own_unless_exact():
+    assert Keep("cpu").dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.bfloat16
+    assert Keep("cpu").dtype(torch.zeros(1, dtype=torch.float64)) == torch.float32
+    assert EXACT.dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.float32

@@ -30,8 +30,10 @@ fast mode refuses a model that has one on any of its streams.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -43,6 +45,7 @@ from ..executor import planned_order
 from ..families import Family, Layout, unwrap
 from ..plan import Step, Steps
 from ..rewrite import STREAMS
+from . import sweep_memory
 from .sweep import SweepError
 
 Position = tuple[str, int]  # (stream, position in that stream's executed order)
@@ -117,7 +120,9 @@ class RecordInput(nn.Module):
         self.module, self.sweep, self.into, self.key = module, sweep, into, key
 
     def forward(self, *args, **kwargs):
-        self.into[self.key] = self.sweep._stored(self.sweep._layout(self.key[0]).inputs(args, kwargs))
+        values = self.sweep._layout(self.key[0]).inputs(args, kwargs)
+        self.sweep._check_memory(self.key[0], values)
+        self.into[self.key] = self.sweep._stored(values)
         return self.module(*args, **kwargs)
 
 
@@ -140,10 +145,16 @@ class FastSweep:
     cond and uncond rows into several calls; each variant call must match its baseline call. Calls
     are told apart by what they are (device, shape, cond_or_uncond, and how many alike came before),
     not by when they arrive: ComfyUI 0.33 makes the calls of per-device clones from threads.
+
+    Host memory: at the first state it records in each stream, before holding it, the sweep estimates
+    what all its recorded states will take (``sweep_memory``) and refuses with the figure and the
+    settings that would fit when that is more than the store device can give. ``rows``: the batch rows
+    of one evaluation, every call together (None: those of the first call); ``available``: bytes the
+    store device can give now (None: asked of the system).
     """
 
     def __init__(self, family: Family, base: Mapping[str, Steps], resumes: Iterable[Resume],
-                 store_device: torch.device | None = None):
+                 store_device: torch.device | None = None, rows: int | None = None, available=None):
         missing = [s for s in base if s not in family.hidden_states]
         if missing:
             raise SweepError(f"{family.name} does not describe the hidden states of its {', '.join(missing)}; "
@@ -152,6 +163,10 @@ class FastSweep:
         # the memory that ComfyUI's cond/uncond batching is sized by
         self.family, self.base, self.store_device = family, dict(base), store_device
         self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
+        self.rows, self._available = rows, available
+        self.estimate: sweep_memory.Estimate | None = None  # of the last baseline, from its first states
+        self.available: int | None = None  # what the store device could give when the estimate was made
+        self._seen: dict[str, tuple[int, int]] = {}
         self.states: dict[CallKey, dict[Position, dict]] = {}  # per baseline call, the recorded inputs
         self._mode: str | None = None
         self._resume: Resume | None = None
@@ -183,7 +198,7 @@ class FastSweep:
             self._mode, self._resume = None, None
 
     def release(self) -> None:
-        self.states = {}
+        self.states, self._seen = {}, {}
 
     @property
     def nbytes(self) -> int:
@@ -238,6 +253,27 @@ class FastSweep:
 
     def _layout(self, stream: str) -> Layout:
         return self.family.hidden_states[stream]
+
+    def _check_memory(self, stream: str, values: dict) -> None:
+        """At a stream's first recorded state: the estimate of every state to record, refused if it cannot fit."""
+        tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
+        if stream in self._seen or not tensors:
+            return
+        with self._lock:
+            self._seen[stream] = (sum(v.nbytes for v in tensors), tensors[0].shape[0])
+            positions = collections.Counter(s for s, _ in self.needed)
+            rows = self.rows or next(iter(self._seen.values()))[1]
+            self.estimate = sweep_memory.estimate(self._seen, positions, rows, STREAMS)
+            device = self.store_device or tensors[0].device
+            self.available = (self._available or sweep_memory.available_bytes)(device)
+            held = self.nbytes
+        logging.info("Layer Lab fast sweep: the recorded block inputs will take about %s on %s (%s available)",
+                     sweep_memory.gib(self.estimate.total), device,
+                     "?" if self.available is None else sweep_memory.gib(self.available))
+        reason = sweep_memory.refusal(self.estimate, self.available, held)
+        if reason:
+            self.release()
+            raise SweepError(reason)
 
     def _stored(self, values: dict) -> dict:
         with torch.no_grad():

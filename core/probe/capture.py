@@ -26,7 +26,7 @@ from torch import nn
 from ..families import Family
 from ..plan import Step, format_steps
 from ..rewrite import STREAMS, LayerPlan
-from .similarity import ACCUMULATORS, AGGREGATES, ProbeError, flat_copy, token_count, token_subset
+from .similarity import ACCUMULATORS, AGGREGATES, EXACT, Keep, ProbeError, flat_copy, token_count, token_subset
 
 INPUT = "in"
 PART_ORDER = ("image", "text", "text+image")
@@ -88,9 +88,9 @@ class _Capture:
 class Track:
     """The rows of one part of one stream, and its accumulator."""
 
-    def __init__(self, stream: str, part: str, key: str, aggregate: str):
+    def __init__(self, stream: str, part: str, key: str, aggregate: str, keep: Keep = EXACT):
         self.stream, self.part, self.key = stream, part, key
-        self.accumulator = ACCUMULATORS[aggregate]()
+        self.accumulator = ACCUMULATORS[aggregate](keep)
         self.labels: list[str] | None = None  # fixed by the first evaluation
         self.steps: list[Step | None] | None = None
         self.tokens = self.total_tokens = 0
@@ -140,16 +140,32 @@ class Recorder(nn.Module):
         return out
 
 
+def _working_bytes(value: torch.Tensor, tokens: torch.Tensor | None, copy: torch.Tensor) -> int:
+    """At most what ``flat_copy`` has alive at once on the state's device: the token subset of every row, the
+    conditional rows of it, and the copy in the kept dtype."""
+    per_value = value.element_size() * value.shape[-1]
+    selected = 0 if tokens is None else value.shape[0] * len(tokens) * per_value
+    rows = copy.shape[0] * (copy.shape[1] // value.shape[-1]) * per_value if copy.shape[0] != value.shape[0] else 0
+    return selected + rows + (copy.nbytes if copy.dtype != value.dtype or not (selected or rows) else 0)
+
+
 class Probe:
-    def __init__(self, family: Family, aggregate: str = "per_step", max_tokens: int = 0, seed: int = 0):
+    """``keep``: where the states wait and how they are multiplied (``similarity.Keep``); the default is
+    the exact way, on the model's device."""
+
+    def __init__(self, family: Family, aggregate: str = "per_step", max_tokens: int = 0, seed: int = 0,
+                 keep: Keep = EXACT):
         if aggregate not in ACCUMULATORS:
             raise ProbeError(f"unknown aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
         if max_tokens < 0:
             raise ProbeError(f"max_tokens = {max_tokens}: use 0 for every token or a positive count")
         self.family, self.aggregate, self.max_tokens, self.seed = family, aggregate, max_tokens, seed
+        self.keep = keep
         self.tracks: dict[tuple[str, str], Track] = {}
         self.evaluations = 0
-        self.peak_bytes = 0
+        self.peak_bytes = 0  # states held, wherever they are
+        self.peak_device_bytes = 0  # on the model's device: states kept there and the working copy
+        self.peak_working_bytes = 0  # the largest working copy (made on the model's device, then kept or moved)
         self._frames: set[int] = set()
         self._subsets: dict[tuple, torch.Tensor | None] = {}
         # ComfyUI 0.33 calls per-device clones of a model from threads, all with this one probe: what
@@ -247,14 +263,19 @@ class Probe:
                 total = token_count(value)
                 tokens = self._subset(track.key, total, self._capture.frames, value.device)
                 track.tokens, track.total_tokens = total if tokens is None else len(tokens), total
-                track.add(label, step, flat_copy(value, self._capture.rows, tokens))
+                copy = flat_copy(value, self._capture.rows, tokens, self.keep.dtype(value))
+                track.add(label, step, copy)
+                on_device = self.bytes_on(copy.device)
+                self.peak_working_bytes = max(self.peak_working_bytes, _working_bytes(value, tokens, copy))
+                kept_there = self.keep.device is None or torch.device(self.keep.device) == copy.device
+                self.peak_device_bytes = max(self.peak_device_bytes, on_device + (0 if kept_there else copy.nbytes))
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def _track(self, stream: str, part: str, parts: int) -> Track:
         track = self.tracks.get((stream, part))
         if track is None:
             key = f"{stream}/{part}" if parts > 1 else stream
-            track = self.tracks[(stream, part)] = Track(stream, part, key, self.aggregate)
+            track = self.tracks[(stream, part)] = Track(stream, part, key, self.aggregate, self.keep)
         return track
 
     def _subset(self, key: str, n_tokens: int, frames: int, device) -> torch.Tensor | None:
@@ -268,6 +289,11 @@ class Probe:
     def nbytes(self) -> int:
         """Bytes of hidden states the probe holds now."""
         return sum(track.accumulator.nbytes for track in self.tracks.values())
+
+    def bytes_on(self, device: torch.device) -> int:
+        """Bytes of hidden states the probe holds now on ``device``."""
+        return sum(state.nbytes for track in self.tracks.values() for state in track.accumulator.states
+                   if state.device == device)
 
     # ------------------------------------------------------------------ results
 

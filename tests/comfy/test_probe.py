@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import comfy.model_management
-from dit_layer_lab.core.probe import ProbeError
+from dit_layer_lab.core.probe import ProbeError, similarity
+from dit_layer_lab.nodes import probe as probe_node
 from dit_layer_lab.nodes.probe import LayerLabSimilarityProbe
 from dit_layer_lab.nodes.reorder import LayerLabPlan
 from dit_layer_lab.tests.comfy import tiny_models as tm
@@ -180,6 +181,26 @@ def test_end_to_end_and_the_model_is_unchanged(family):
     assert all(getattr(dit, attr) is blocks for attr, blocks in lists.items())
     after = model.model.state_dict()
     assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)
+
+
+@pytest.mark.parametrize("aggregate", ["per_step", "step_mean"])
+def test_states_kept_on_the_intermediate_device_give_the_exact_matrices(family, aggregate, monkeypatch):
+    """The node's way (states on ComfyUI's intermediate device in their own dtype, products in slices: a few
+    hundred bytes here, so that there are many) against the exact way (float32 on the model's device, one
+    product), with CFG (the conditional half of each batch) and without."""
+    name, model, rows, inputs = family
+    monkeypatch.setattr(similarity, "CHUNK_BYTES", 512)
+    for cfg in (CFG, 1.0):
+        _, _, kept = probe(model, inputs, aggregate, cfg=cfg)
+        with monkeypatch.context() as exact:
+            exact.setattr(probe_node, "keep_states", lambda: similarity.EXACT)
+            _, _, reference = probe(model, inputs, aggregate, cfg=cfg)
+        assert kept["held_on"] == str(comfy.model_management.intermediate_device())
+        assert reference["held_on"] == "model device"
+        assert kept["streams"].keys() == reference["streams"].keys() == rows.keys()
+        for key, entry in kept["streams"].items():
+            difference = np.abs(np.array(entry["matrix"]) - np.array(reference["streams"][key]["matrix"])).max()
+            assert difference <= 1e-3, (key, cfg, difference)
 
 
 class Recording:

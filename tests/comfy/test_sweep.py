@@ -10,6 +10,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+from dit_layer_lab.core.experiments import sweep_memory
 from dit_layer_lab.core.experiments.fast_sweep import FastSweep
 from dit_layer_lab.core.experiments.sweep import SweepError
 from dit_layer_lab.core.patching import layer_plan
@@ -395,3 +396,33 @@ def test_recorded_states_are_released():
         assert isinstance(runs.sweep, FastSweep) and runs.sweep.nbytes > 0
     assert runs.sweep.nbytes == 0
     assert runs.settings["held_state_bytes"] > 0
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fast_mode_states_the_memory_it_will_hold_and_holds_that(batch):
+    """Estimated at the first recorded state (cond and uncond rows, every conditioning entry), held at the end."""
+    model, positive, negative, latent = setup("flux", batch)
+    _, report, _, _ = sweep(model, positive, negative, latent, mode="fast")
+    settings = report["settings"]
+    assert settings["held_state_bytes_estimate"] == settings["held_state_bytes"] > 0
+    assert settings["held_state_device"] == str(comfy.model_management.intermediate_device())
+    assert settings["available_bytes"] > 0
+
+
+def test_fast_mode_refuses_with_the_figure_when_the_machine_has_too_little_memory(monkeypatch):
+    model, positive, negative, latent = setup("flux")
+    weights = {k: v.clone() for k, v in model.model.state_dict().items()}
+    _, report, _, _ = sweep(model, positive, negative, latent, mode="fast")
+    needed = report["settings"]["held_state_bytes"]
+    monkeypatch.setattr(sweep_memory, "available_host_bytes", lambda: needed)  # 80% of it is usable
+    with pytest.raises(SweepError) as refused:
+        sweep(model, positive, negative, latent, mode="fast")
+    message = str(refused.value)
+    assert f"fast mode would hold {sweep_memory.gib(needed)} of recorded block inputs" in message
+    assert f"but {sweep_memory.gib(needed)} is available" in message
+    assert "- streams double_blocks alone" in message and "- mode full" in message
+    # mode full holds no recorded state: it runs with the same memory, and the model is unchanged
+    _, full, _, _ = sweep(model, positive, negative, latent, mode="full", streams="double_blocks")
+    assert len(full["ranking"]) == 3 and "held_state_bytes_estimate" not in full["settings"]
+    after = model.model.state_dict()
+    assert all(torch.equal(after[k], weights[k]) for k in weights)
