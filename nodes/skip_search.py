@@ -12,12 +12,12 @@ from ..core.experiments.bar_chart import to_array
 from ..core.experiments.skip_search import (STRATEGIES, Refused, Target, build_report, chart_panel, check_target,
                                             evaluation_bound, search, skip_rewrites, to_json)
 from ..core.experiments.sweep import (GRANULARITIES, METRICS, MODES, STREAM_CHOICES, SweepError,
-                                      check_metric, check_one_order, distances, swept_streams, variants, windows)
+                                      check_metric, check_one_order, swept_streams, variants, windows)
 from ..core.patching import family_of, layer_plan
 from ..core.plan import PlanError
 from .reorder import MODEL_HELP
-from .sampling import RunsProgress, decode, ksampler_inputs
-from .sweep import CATEGORY, LATENT_METRICS, FastRuns, FullRuns
+from .sampling import RunsProgress, ksampler_inputs
+from .sweep import CATEGORY, LATENT_METRICS, FastRuns, FullRuns, Measure
 
 
 class LayerLabSkipSearch(io.ComfyNode):
@@ -181,29 +181,6 @@ def full_distances(result, mode: str, full: FullRuns, vae, base, progress: RunsP
     return {"distances": found, "evaluation": None,
             "note": "the final plan sampled in full like KSampler, against the model as received sampled the "
                     "same way"}
-
-
-class Measure:
-    """The distances of a result to the baseline; only the baseline (and its decoded image) is kept."""
-
-    def __init__(self, vae):
-        self.vae, self._baseline, self._image = vae, None, None
-
-    @property
-    def baseline(self):
-        return self._baseline
-
-    @baseline.setter
-    def baseline(self, latent):
-        self._baseline = latent
-        self._image = None if self.vae is None else decode(self.vae, {"samples": latent})
-
-    def __call__(self, result) -> dict:
-        found, _ = distances(self._baseline, result, "latent")
-        if self.vae is not None:
-            more, _ = distances(self._image, decode(self.vae, {"samples": result}), "image")
-            found.update(more)
-        return found
 
 
 SKIP_SEARCH_NODES = [LayerLabSkipSearch]

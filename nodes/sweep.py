@@ -124,21 +124,13 @@ class LayerLabImportanceSweep(io.ComfyNode):
             runs = FastRuns(model, family, base, runnable, positive, negative, latent_image, seed, cfg, fast_percent)
 
         measured = []
+        measure = Measure(vae)
         with runs:
-            baseline = runs.baseline()
-            baseline_image = None if vae is None else decode(vae, {"samples": baseline})
+            measure.baseline = runs.baseline()
             progress.run_done()
             for variant in runnable:
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                result = runs.variant(variant)
-                found, per_item = distances(baseline, result, "latent")
-                if vae is not None:
-                    image = decode(vae, {"samples": result})
-                    more, more_items = distances(baseline_image, image, "image")
-                    found, per_item = {**found, **more}, {**per_item, **more_items}
-                    del image
-                del result  # only the baseline and the scalar distances are kept
-                measured.append(Measured(variant.window, found, per_item))
+                measured.append(Measured(variant.window, *measure.with_items(runs.variant(variant))))
                 progress.run_done()
 
         chosen = suggest(measured, metric, budget, max_distance)
@@ -155,6 +147,33 @@ class LayerLabImportanceSweep(io.ComfyNode):
         image = torch.from_numpy(to_array(chart))[None]
         return io.NodeOutput(image, to_json(report), texts.get("double_blocks", "all"),
                              texts.get("single_blocks", "all"), ui=ui.PreviewImage(image, cls=cls))
+
+
+class Measure:
+    """The distances of a result to the baseline; only the baseline (and its decoded image) is kept."""
+
+    def __init__(self, vae):
+        self.vae, self._baseline, self._image = vae, None, None
+
+    @property
+    def baseline(self):
+        return self._baseline
+
+    @baseline.setter
+    def baseline(self, latent):
+        self._baseline = latent
+        self._image = None if self.vae is None else decode(self.vae, {"samples": latent})
+
+    def with_items(self, result) -> tuple[dict, dict]:
+        """The means over the batch and each item's value, latent distances and, with a VAE, image ones."""
+        found, per_item = distances(self._baseline, result, "latent")
+        if self.vae is not None:
+            more, more_items = distances(self._image, decode(self.vae, {"samples": result}), "image")
+            found, per_item = {**found, **more}, {**per_item, **more_items}
+        return found, per_item
+
+    def __call__(self, result) -> dict:
+        return self.with_items(result)[0]
 
 
 class FullRuns:

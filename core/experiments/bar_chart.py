@@ -124,15 +124,7 @@ def _panel(draw, fonts, index: int, panel: BarPanel) -> None:
     x0, y0 = panel_origin(index)
     left, top, bottom = x0 + LEFT, y0 + TOP, y0 + TOP + PLOT_H - 1
     hi = axis_top(panel.values, panel.threshold)
-    step = nice_step(hi)
-
-    for k in range(round(hi / step) + 1):
-        value = k * step
-        y = bottom - round(value / hi * PLOT_H) + (1 if k else 0)
-        draw.line([left, y, left + PLOT_W - 1, y], fill=GRID if k else INK)
-        draw.line([left - 4, y, left - 1, y], fill=INK)
-        draw_text(draw, (left - 7, y), tick_label(value, step), text_font, "rm")
-    draw.line([left - 1, top, left - 1, bottom], fill=INK)
+    value_axis(draw, text_font, left, top, bottom, hi)
 
     n = len(panel.values)
     for bar in range(n):
@@ -150,16 +142,34 @@ def _panel(draw, fonts, index: int, panel: BarPanel) -> None:
                 r = max(2, min(6, (box[2] - box[0]) // 2))
                 draw.polygon([(cx - r, tip - r), (cx + r, tip - r), (cx, tip)], fill=HIGHLIGHT)
 
-    if panel.threshold:
-        y = bottom - round(min(panel.threshold, hi) / hi * PLOT_H) + 1
-        for x in range(left, left + PLOT_W, 12):
-            draw.line([x, y, min(x + 6, left + PLOT_W - 1), y], fill=OFF_SCALE)
+    threshold_line(draw, left, bottom, hi, panel.threshold)
 
     _x_labels(draw, text_font, left, bottom, panel.labels)
     draw_text(draw, (left + PLOT_W // 2, y0 + PANEL_H - 8), panel.x_label, text_font, "mb")
     draw_text(draw, (x0 + PANEL_W // 2, y0 + 8), fit(draw, panel.title, title_font, PANEL_W - 16), title_font, "mt")
     draw_text(draw, (x0 + PANEL_W // 2, y0 + 32), fit(draw, panel.subtitle, text_font, PANEL_W - 16), text_font, "mt")
     _legend(draw, text_font, (left, y0 + 52), panel)
+
+
+def value_axis(draw, text_font, left: int, top: int, bottom: int, hi: float) -> None:
+    """The distance axis from 0 at ``bottom`` to ``hi`` at the top: round ticks, their labels, grid lines."""
+    step = nice_step(hi)
+    for k in range(round(hi / step) + 1):
+        value = k * step
+        y = bottom - round(value / hi * PLOT_H) + (1 if k else 0)
+        draw.line([left, y, left + PLOT_W - 1, y], fill=GRID if k else INK)
+        draw.line([left - 4, y, left - 1, y], fill=INK)
+        draw_text(draw, (left - 7, y), tick_label(value, step), text_font, "rm")
+    draw.line([left - 1, top, left - 1, bottom], fill=INK)
+
+
+def threshold_line(draw, left: int, bottom: int, hi: float, threshold: float | None) -> None:
+    """A dashed line across the plot at ``threshold`` (at the top when it is above ``hi``); none when unset."""
+    if not threshold:
+        return
+    y = bottom - round(min(threshold, hi) / hi * PLOT_H) + 1
+    for x in range(left, left + PLOT_W, 12):
+        draw.line([x, y, min(x + 6, left + PLOT_W - 1), y], fill=OFF_SCALE)
 
 
 def tick_label(value: float, step: float) -> str:

@@ -256,8 +256,10 @@ class FastSweep:
 
     def _check_memory(self, stream: str, values: dict) -> None:
         """At a stream's first recorded state: the estimate of every state to record, refused if it cannot fit."""
+        if stream in self._seen:
+            return
         tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
-        if stream in self._seen or not tensors:
+        if not tensors:
             return
         with self._lock:
             self._seen[stream] = (sum(v.nbytes for v in tensors), tensors[0].shape[0])

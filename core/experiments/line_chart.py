@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageDraw
 
 from ..drawing import draw_text, fit, font, text_size
-from .bar_chart import (GRID, INK, LEFT, OFF_SCALE, PANEL_H, PANEL_W, PLOT_H, PLOT_W, TEXT_SIZE, TITLE_SIZE,
-                        TOP, axis_top, nice_step, slot, tick_label)
+from .bar_chart import (INK, LEFT, OFF_SCALE, PANEL_H, PANEL_W, PLOT_H, PLOT_W, TEXT_SIZE, TITLE_SIZE, TOP,
+                        axis_top, slot, threshold_line, value_axis)
 
 RADIUS = {"circle": 5, "square": 6, "diamond": 8}
 RING = 2  # width of a hollow marker's ring
@@ -78,19 +78,8 @@ def render(panel: LinePanel) -> Image.Image:
     title_font, text_font = font(TITLE_SIZE), font(TEXT_SIZE)
     left, top, bottom = LEFT, TOP, TOP + PLOT_H - 1
     hi = axis_top(values_of(panel), panel.threshold)
-    step = nice_step(hi)
-    for k in range(round(hi / step) + 1):
-        value = k * step
-        y = bottom - round(value / hi * PLOT_H) + (1 if k else 0)
-        draw.line([left, y, left + PLOT_W - 1, y], fill=GRID if k else INK)
-        draw.line([left - 4, y, left - 1, y], fill=INK)
-        draw_text(draw, (left - 7, y), tick_label(value, step), text_font, "rm")
-    draw.line([left - 1, top, left - 1, bottom], fill=INK)
-
-    if panel.threshold:
-        y = bottom - round(min(panel.threshold, hi) / hi * PLOT_H) + 1
-        for x in range(left, left + PLOT_W, 12):
-            draw.line([x, y, min(x + 6, left + PLOT_W - 1), y], fill=OFF_SCALE)
+    value_axis(draw, text_font, left, top, bottom, hi)
+    threshold_line(draw, left, bottom, hi, panel.threshold)
 
     for s in panel.series:
         if s.joined and len(s.points) > 1:
