@@ -25,6 +25,12 @@ every state the sweep will hold), each with
   which is what a GPU would hold;
 - host: the process's peak RSS above its level before the run.
 
+Then, in a fresh process (``--resume-memory``), one evaluation with cfg > 1, run plainly and resumed at
+the first block of the last stream, the recorded state handed to the loop's own tensor (the sweep's
+way) or given as a new copy beside it: the peak above the start of each (on a CPU, peak RSS with
+glibc returning every block of 1 MiB or more when it is freed, so that RSS follows the tensors
+alive; set there alone, as it changes the timings).
+
 The timed Wan fast / naive sweep ratio needs a sweep over every block, 40 of them (41 evaluations of
 40 blocks for the naive one): with every block (CUDA) it is timed on the Wan 2.2 14B model itself at
 one latent frame; with fewer (a CPU) on a Wan-shaped model with its 40 blocks at width 256 and one
@@ -48,6 +54,7 @@ PERCENT = 0.5
 # Flux.1-dev: bench.PRESETS["flux-dev"] (3072 wide, 24 heads, 19 + 38 blocks, 1024x1024, bf16)
 WAN22_14B = dict(dim=5120, ffn=13824, blocks=40, latent=(60, 104), text_tokens=512, dtype="bfloat16", frames=21)
 CPU_BLOCKS = {"flux-dev": (1, 1), "wan22-14b": 1}  # what this CPU runs within a few minutes
+OPTIONS = dict(model="both", blocks=None, frames=None, no_ratio=False, no_probe=False, resume_memory=False)
 
 
 def _module(name):
@@ -184,6 +191,66 @@ def sweep_baseline(model, cond, latent, cuda, counts_full):
                 one_call=max(estimate.state_bytes.values()), device=runs.settings.get("held_state_device"))
 
 
+def exact_host_frees() -> bool:
+    """Makes glibc return every block of 1 MiB or more to the system when it is freed (a fixed mmap threshold),
+    so that peak RSS on a CPU follows the tensors alive; False where that cannot be set."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, 1 << 20))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def resume_memory(model, cond, latent, cuda, rounds=2):
+    """Peak memory of one evaluation with cfg > 1: run plainly, and resumed at the first block of the last stream
+    from the recorded state, handed to the loop's own tensor (the sweep's way) or given as a
+    new copy beside it (``FastSweep.in_place`` False). Each the lowest of ``rounds`` interleaved runs."""
+    import torch
+
+    from dit_layer_lab.core.experiments.fast_sweep import Resume, every_start
+    from dit_layer_lab.core.patching import family_of, layer_plan
+    from dit_layer_lab.core.rewrite import STREAMS
+    from dit_layer_lab.nodes.sweep import FastRuns
+
+    plan = layer_plan(model)
+    runs = FastRuns(model, family_of(plan), plan, None, cond, cond, {"samples": latent}, 0, CFG, PERCENT)
+    # the first block of the last stream: its blocks make the plain run's peak (Flux's single blocks are wider at
+    # their peak than its double blocks), so a state held beside one of them adds to the peak
+    last = [stream for stream in STREAMS if runs.base_orders.get(stream)][-1]
+    first = next(r for r in every_start(runs.base_orders) if r.stream == last and r.source == 0)
+    runs.sweep.needed = {(first.stream, first.source)}
+    peaks = {"plain": [], "handed over": [], "new copy": []}
+    with torch.inference_mode(), runs:
+        runs.baseline()
+        # ComfyUI puts both rows in one call where its memory estimate allows, else one call each
+        calls = [runs.sweep.states[key][(first.stream, first.source)] for key in runs.sweep.states]
+        state_bytes = max(sum(v.nbytes for v in state.values()) for state in calls)
+        for _ in range(rounds):
+            for name, resume, in_place in (("plain", Resume(runs.base_orders, None, 0), True),
+                                           ("handed over", first, True), ("new copy", first, False)):
+                runs.sweep.in_place = in_place
+                with Held(cuda) as held, runs.sweep.running(resume):
+                    runs.predict()
+                peaks[name].append(held.device if cuda else held.host)
+    return dict(state=state_bytes, calls=len(calls), **{k: min(v) for k, v in peaks.items()})
+
+
+def resume_table(rows, cuda, exact):
+    where = "device peak allocated" if cuda else "host peak RSS" + ("" if exact else " (glibc's mmap threshold not set)")
+    print(f"\nOne evaluation, cfg {CFG:g} (cond and uncond rows), {where} above the start (MiB): run plainly, "
+          "and resumed at the first block of the last stream from the recorded state, handed to the loop's own tensor or given as a new "
+          "copy beside it\n")
+    print("| latent | model calls | recorded state, one call (MiB) | plain | resumed, handed over | resumed, new copy | "
+          "handed over - plain | new copy - plain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['calls']} | {mib(r['state'])} | {mib(r['plain'])} | {mib(r['handed over'])} | "
+              f"{mib(r['new copy'])} | {mib(r['handed over'] - r['plain'])} | {mib(r['new copy'] - r['plain'])} |")
+
+
 def flux(args, cuda, slice_bytes):
     bench = _module("bench")
     double, single = (19, 38) if args.blocks == 0 or cuda and args.blocks is None else (
@@ -191,13 +258,20 @@ def flux(args, cuda, slice_bytes):
     bench.PRESETS["flux-dev-blocks"] = {**bench.PRESETS["flux-dev"], "double": double, "single": single}
     start = time.perf_counter()
     model, cond, latent, p = bench.build_flux("flux-dev-blocks", args.device)
-    print(f"\n## Flux.1-dev dims ({args.device}, {double} + {single} of 19 + 38 blocks, width {p['hidden']}, "
+    print(f"\n## Flux.1-dev dims ({'fresh process, ' if args.resume_memory else ''}{args.device}, {double} + {single} of 19 + 38 blocks, width {p['hidden']}, "
           f"{(p['latent'] // 2) ** 2} image + {p['tokens']} text tokens, {p['dtype']}, probe max_tokens "
           f"{MAX_TOKENS}, per_step; built in {time.perf_counter() - start:.0f} s)\n")
+    if args.resume_memory:
+        resume_table([("1024x1024", resume_memory(model, cond, latent, cuda))], cuda, args.exact_frees)
+        return None
     full_rows = {"double_blocks/image": 20, "double_blocks/text": 20, "single_blocks": 39}
-    probe_runs(model, cond, latent, cuda, (1, 2), (1.0, CFG), slice_bytes, full_rows)
+    if not args.no_probe:
+        probe_runs(model, cond, latent, cuda, (1, 2), (1.0, CFG), slice_bytes, full_rows)
     s = sweep_baseline(model, cond, latent, cuda, {"double_blocks": 19, "single_blocks": 38})
     sweep_table(s, "19 + 38 blocks", cuda)
+    del model
+    free(cuda)
+    in_a_child(args, "flux-dev")
     return s
 
 
@@ -209,8 +283,8 @@ def sweep_table(s, full_name, cuda):
           f"host peak RSS above start {mib(s['held'].host)} MiB"
           + (f"; device peak above start {mib(s['held'].device)} MiB" if cuda else "")
           + f". At {full_name} ({', '.join(f'{n} {k}' for k, n in s['points'].items())} resume points): "
-          f"{gib(s['full'])} GiB per batch row (x 2 with cfg > 1). On the model's device a variant holds one "
-          f"recorded state beyond a plain run: {mib(s['one_call'])} MiB per batch row.")
+          f"{gib(s['full'])} GiB per batch row (x 2 with cfg > 1). One recorded state: {mib(s['one_call'])} MiB per "
+          "batch row.")
 
 
 def wan(args, cuda, slice_bytes):
@@ -222,11 +296,16 @@ def wan(args, cuda, slice_bytes):
     model, cond = video_cost.build_wan(args.device)
     per_frame = (WAN22_14B["latent"][0] // 2) * (WAN22_14B["latent"][1] // 2)
     frames = [int(f) for f in args.frames.split(",")] if args.frames else ([1, 21] if cuda else [1, 2])
-    print(f"\n## Wan 2.2 14B dims ({args.device}, {blocks} of 40 blocks, width {WAN22_14B['dim']}, MLP "
+    print(f"\n## Wan 2.2 14B dims ({'fresh process, ' if args.resume_memory else ''}{args.device}, {blocks} of 40 blocks, width {WAN22_14B['dim']}, MLP "
           f"{WAN22_14B['ffn']}, {per_frame} tokens per latent frame (832x480), {WAN22_14B['dtype']}, probe "
           f"max_tokens {MAX_TOKENS}, per_step; built in {time.perf_counter() - start:.0f} s)\n")
+    if args.resume_memory:
+        resume_table([(f"{count} latent frame{'s' * (count > 1)}",
+                       resume_memory(model, cond, video_cost.latent_of(count), cuda)) for count in frames],
+                     cuda, args.exact_frees)
+        return None
     full_rows = {"single_blocks": 41}
-    for count in frames:
+    for count in frames if not args.no_probe else ():
         latent = video_cost.latent_of(count)
         probe_runs(model, cond, latent, cuda, (1,), (1.0, 5.0) if count == frames[0] else (1.0,),
                    slice_bytes, full_rows)
@@ -239,9 +318,9 @@ def wan(args, cuda, slice_bytes):
     at21 = sweeps[lo]["full"] + per * (WAN22_14B["frames"] - lo)
     print(f"\nThe sweep's recorded states grow by {gib(per)} GiB per latent frame at 40 blocks: "
           f"{gib(at21)} GiB per batch row at 21 latent frames (81 frames of 832x480), x 2 with cfg > 1. "
-          f"One state at 21 frames: {mib(sweeps[lo]['one_call'] / lo * 21)} MiB per batch row (on the model's "
-          "device beyond a plain run while a variant runs).")
-    if not getattr(args, "no_ratio", False):
+          f"One state at 21 frames: {mib(sweeps[lo]['one_call'] / lo * 21)} MiB per batch row (what a resumed block "
+          "would hold on the model's device beyond a plain run if it were given a new copy).")
+    if not args.no_ratio:
         # Wan 2.2 14B's 40 blocks: this model on CUDA (one latent frame), a width-256 one on a CPU
         if blocks != 40:
             del model
@@ -249,7 +328,26 @@ def wan(args, cuda, slice_bytes):
             video_cost.WAN = {**_module("video_cost").WAN, "dim": 256, "blocks": 40}  # its own 32x32 latent
             model, cond = video_cost.build_wan(args.device)
         video_cost.sweep_ratio(model, cond, args.rounds, args.device, 1)
+    del model
+    free(cuda)
+    in_a_child(args, "wan22-14b")
     return at21
+
+
+def in_a_child(args, model: str) -> None:
+    """The resume-memory table of ``model`` from a fresh process (``--resume-memory``), where glibc can be set to
+    return freed blocks at once without changing the timings of this one."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(HERE / "real_sizes.py"), "--model", model, "--resume-memory",
+               "--device", args.device]
+    if args.blocks is not None:
+        command += ["--blocks", str(args.blocks)]
+    if args.frames:
+        command += ["--frames", args.frames]
+    sys.stdout.flush()
+    subprocess.run(command, check=True)
 
 
 def free(cuda):
@@ -267,8 +365,11 @@ def run(args) -> dict:
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
     cuda = args.device == "cuda"
+    for option, default in OPTIONS.items():  # bench.py --only real passes its own options
+        setattr(args, option, getattr(args, option, default))
+    args.exact_frees = cuda or args.resume_memory and exact_host_frees()
     slice_bytes = math.ceil(1.5 * similarity.CHUNK_BYTES)  # a float32 slice and its source on the device
-    model = getattr(args, "model", "both")
+    model = args.model
     out = {}
     if model in ("flux-dev", "both"):
         out["flux"] = flux(args, cuda, slice_bytes)
@@ -280,12 +381,16 @@ def run(args) -> dict:
 
 def main():
     bench = _module("bench")
-    parser = bench.command_line(__doc__, rounds=3)
+    parser = bench.command_line(__doc__, rounds=7)
     parser.add_argument("--model", choices=["flux-dev", "wan22-14b", "both"], default="both")
     parser.add_argument("--blocks", type=int, default=None,
                         help="blocks per list (0: the real counts; default: 1 on a CPU, the real counts on CUDA)")
     parser.add_argument("--frames", default=None, help="Wan latent frames to probe, e.g. 1,2 (CPU) or 1,21 (CUDA)")
     parser.add_argument("--no-ratio", action="store_true", help="skip the timed Wan fast / naive sweep ratio")
+    parser.add_argument("--no-probe", action="store_true", help="skip the probe runs (the sweep's memory only)")
+    parser.add_argument("--resume-memory", action="store_true",
+                        help="only the peak memory of a plain and a resumed evaluation (the full run asks a child "
+                             "process for it)")
     args = parser.parse_args()
     bench.prepare(args)
     run(args)

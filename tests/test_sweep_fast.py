@@ -208,3 +208,69 @@ def test_recording_every_start_resumes_any_combined_skip_bit_for_bit():
         with fast.running(resume(base, orders)):
             result = evaluate(fast.around_call, executor, control)
         assert torch.equal(result, plain(dit, orders, *args, control)), chosen
+
+
+class KeepingExecutor(Executor):
+    """Keeps a view of the tensors it hands the loop, and can hand it the call's own ``x`` as the image stream."""
+
+    def __init__(self, dit, img, txt, vec, call_x_as_img=False):
+        super().__init__(dit, img, txt, vec)
+        self.call_x_as_img = call_x_as_img
+
+    def __call__(self, x, t, c_concat, c_crossattn, control, transformer_options):
+        self.given = x if self.call_x_as_img else self.img.clone()
+        self.given_ptr, self.view = self.given.data_ptr(), self.given.view(-1)
+        self.values = self.given.clone()
+        return self.dit(self.given, self.txt.clone(), self.vec, control=control,
+                        transformer_options=transformer_options)
+
+
+def test_a_resumed_block_gets_its_state_in_the_loop_s_own_tensor_never_in_one_the_call_was_given():
+    plan = LayerPlan("Toy", COUNTS)
+    base = orders_of(plan)
+    skip = resume(base, orders_of(plan.with_rewrite(plan_rewrite(plan.counts, "double_blocks", "0-1, 3-4"))))
+    assert (skip.stream, skip.source) == ("double_blocks", 2)  # the loop's image tensor is handed block 2's input
+    args = inputs()
+    full = plain(ToyDiT(), orders_of(plan.with_rewrite(plan_rewrite(plan.counts, "double_blocks", "0-1, 3-4"))),
+                 *args)
+    for call_x_as_img in (False, True):
+        fast = FastSweep(FAMILY, base, [skip])
+        executor = KeepingExecutor(ToyDiT(), *args, call_x_as_img=call_x_as_img)
+        x = executor.img.clone()
+        with torch.no_grad():
+            with fast.recording():
+                fast.around_call(executor, x.clone(), torch.ones(1), None, None, None, {"cond_or_uncond": [0]})
+            recorded = {k: v.clone() for k, v in fast.states[next(iter(fast.states))][("double_blocks", 2)].items()}
+            with fast.running(skip):
+                got = fast.around_call(executor, x, torch.ones(1), None, None, None, {"cond_or_uncond": [0]})
+        assert torch.equal(got, full), call_x_as_img
+        # the record itself is never what a block updates in place
+        assert all(torch.equal(v, fast.states[next(iter(fast.states))][("double_blocks", 2)][k])
+                   for k, v in recorded.items())
+        # re-pointed, not written into: a view of what the loop's tensor held keeps its values
+        assert torch.equal(executor.view, executor.values.view(-1))
+        if call_x_as_img:  # the caller's x keeps its storage (the toy's block then updates a copy)
+            assert executor.given is x and x.data_ptr() == executor.given_ptr
+            assert torch.equal(x, executor.values)
+        else:
+            assert executor.given.data_ptr() != executor.given_ptr
+            assert not torch.equal(executor.given, executor.values)
+
+
+def test_without_in_place_a_resumed_block_gets_a_new_copy_with_the_same_result():
+    plan = LayerPlan("Toy", COUNTS)
+    base = orders_of(plan)
+    orders = orders_of(plan.with_rewrite(plan_rewrite(plan.counts, "single_blocks", "0-2, 4-5")))
+    skip = resume(base, orders)
+    args = inputs()
+    results = []
+    for in_place in (True, False):
+        fast = FastSweep(FAMILY, base, [skip])
+        fast.in_place = in_place
+        executor = KeepingExecutor(ToyDiT(), *args)
+        with fast.recording():
+            evaluate(fast.around_call, executor)
+        with fast.running(skip):
+            results.append(evaluate(fast.around_call, executor))
+    assert torch.equal(results[0], results[1])
+    assert torch.equal(results[0], plain(ToyDiT(), orders, *args))

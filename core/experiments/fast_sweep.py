@@ -26,6 +26,13 @@ steps that actually execute, so a patch that reads it sees other positions.
 ControlNet residuals and Chroma's modulations follow their block through the executor as usual. A
 block-replace patch from another node would see the hidden states before the substitution, so
 fast mode refuses a model that has one on any of its streams.
+
+Memory: the states wait on ComfyUI's intermediate device (host memory beside a GPU). A resumed block
+gets its recorded state in the loop's own tensor (``Tensor.set_``): what that tensor held, a state the
+variant never uses, is let go before the copy to the model's device is made, so a variant holds no
+more there than a plain run (otherwise one more state for as long as the block runs: 320 MiB per
+batch row for Wan 2.2 14B at 81 frames). The loop's tensor is re-pointed, not written into, so views
+of its old storage keep their values; a tensor the model call was given is never re-pointed.
 """
 
 from __future__ import annotations
@@ -101,10 +108,13 @@ def every_start(base: Mapping[str, Steps]) -> list[Resume]:
 # ------------------------------------------------------------------------------- hidden states
 
 
-def _replace(layout: Layout, args: tuple, kwargs: dict, values: dict) -> tuple[tuple, dict]:
-    """The call's hidden-state arguments replaced by copies of ``values``, on the devices of those they replace."""
+def _replace(layout: Layout, args: tuple, kwargs: dict, values: dict, kept: set[int] | None):
+    """The call's hidden-state arguments holding copies of ``values``, on the devices of those they replace:
+    in the given tensors themselves (see the module docstring) unless ``kept`` is None or holds their id."""
     given = layout.inputs(args, kwargs)
-    return layout.with_inputs(args, kwargs, {part: _copy(value, given[part]) for part, value in values.items()})
+    return layout.with_inputs(args, kwargs, {
+        part: _hand_over(value, given[part]) if kept is not None and _may_hand_over(value, given[part], kept)
+        else _copy(value, given[part]) for part, value in values.items()})
 
 
 def _copy(value, like=None):
@@ -112,6 +122,30 @@ def _copy(value, like=None):
     if not isinstance(value, torch.Tensor):
         return value
     return value.to(like.device if isinstance(like, torch.Tensor) else value.device, copy=True)
+
+
+def _may_hand_over(value, given, kept: set[int]) -> bool:
+    return (isinstance(value, torch.Tensor) and type(given) is torch.Tensor and id(given) not in kept
+            and given.shape == value.shape and given.dtype == value.dtype)
+
+
+def _hand_over(value: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    device = given.device
+    given.set_()  # lets its storage go (unless another view of it lives on) before the copy is made
+    return given.set_(value.to(device, copy=True))
+
+
+def _tensor_ids(values, depth: int = 3) -> set[int]:
+    """ids of the tensors in ``values`` and in the lists, tuples and dicts they hold, ``depth`` levels down."""
+    found: set[int] = set()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.add(id(value))
+        elif depth and isinstance(value, (list, tuple)):
+            found |= _tensor_ids(value, depth - 1)
+        elif depth and isinstance(value, dict):
+            found |= _tensor_ids(value.values(), depth - 1)
+    return found
 
 
 class RecordInput(nn.Module):
@@ -127,14 +161,19 @@ class RecordInput(nn.Module):
 
 
 class StartFrom(nn.Module):
-    """The first executed step of a resumed variant: runs on the recorded state, not on what it is given."""
+    """The first executed step of a resumed variant: runs on the recorded state, not on what it is given.
 
-    def __init__(self, layout: Layout, values: dict, module: nn.Module):
+    ``call``: what the model call was given (its tensors keep what they hold); ``in_place``: whether the
+    loop's tensors may be handed the recorded states (see the module docstring).
+    """
+
+    def __init__(self, layout: Layout, values: dict, module: nn.Module, call: tuple, in_place: bool):
         super().__init__()
-        self.module, self.layout, self.values = module, layout, values
+        self.module, self.layout, self.values, self.call, self.in_place = module, layout, values, call, in_place
 
     def forward(self, *args, **kwargs):
-        args, kwargs = _replace(self.layout, args, kwargs, self.values)
+        kept = _tensor_ids(self.call) if self.in_place else None
+        args, kwargs = _replace(self.layout, args, kwargs, self.values, kept)
         return self.module(*args, **kwargs)
 
 
@@ -164,6 +203,7 @@ class FastSweep:
         self.family, self.base, self.store_device = family, dict(base), store_device
         self.needed = {(r.stream, r.source) for r in resumes if r.stream is not None}
         self.rows, self._available = rows, available
+        self.in_place = True  # False: a resumed block gets a new copy beside the loop's tensor (benchmarks compare)
         self.estimate: sweep_memory.Estimate | None = None  # of the last baseline, from its first states
         self.available: int | None = None  # what the store device could give when the estimate was made
         self._seen: dict[str, tuple[int, int]] = {}
@@ -220,7 +260,8 @@ class FastSweep:
             if key not in self.states:
                 raise SweepError(f"a variant's model call {key} has no baseline call to resume from (the baseline "
                                  f"made {sorted(self.states)}); ComfyUI batched the evaluation differently")
-            orders, wrap = self._resume.orders, functools.partial(self._start_step, self.states[key])
+            call = (x, t, c_concat, c_crossattn, control, transformer_options, kwargs)
+            orders, wrap = self._resume.orders, functools.partial(self._start_step, self.states[key], call)
         dit = unwrap(executor.class_obj.diffusion_model)
         with planned_order(dit, self.family, orders, transformer_options, control, wrap) as (options, control):
             return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
@@ -245,11 +286,12 @@ class FastSweep:
             return module
         return RecordInput(self, recorded, (stream, position), module)
 
-    def _start_step(self, recorded: dict, stream: str, position: int, step: Step, module: nn.Module) -> nn.Module:
+    def _start_step(self, recorded: dict, call: tuple, stream: str, position: int, step: Step,
+                    module: nn.Module) -> nn.Module:
         r = self._resume
         if r.stream is None or stream != r.stream or position != 0:
             return module
-        return StartFrom(self._layout(stream), recorded[(stream, r.source)], module)
+        return StartFrom(self._layout(stream), recorded[(stream, r.source)], module, call, self.in_place)
 
     def _layout(self, stream: str) -> Layout:
         return self.family.hidden_states[stream]

@@ -10,7 +10,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
-from dit_layer_lab.core.experiments import sweep_memory
+from dit_layer_lab.core.experiments import fast_sweep, sweep_memory
 from dit_layer_lab.core.experiments.fast_sweep import FastSweep
 from dit_layer_lab.core.experiments.sweep import SweepError
 from dit_layer_lab.core.patching import layer_plan
@@ -159,10 +159,21 @@ def test_full_mode_distances_equal_separately_sampled_skips(name, width):
 # ------------------------------------------------------------------------------------------ fast mode
 
 
+def conditioning_tensors(*conditionings):
+    return [v for c in conditionings for entry in c for v in (entry[0], *entry[1].values())
+            if isinstance(v, torch.Tensor)]
+
+
 @pytest.mark.parametrize("name", list(BUILDERS))
-def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
+def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name, monkeypatch):
     model, positive, negative, latent = setup(name)
     base = snapshot(model)
+    given = [(v, v.clone()) for v in conditioning_tensors(positive, negative)]
+    handed, copied = [], []  # how each resumed block got its recorded state (see fast_sweep's docstring)
+    monkeypatch.setattr(fast_sweep, "_hand_over", lambda value, into, f=fast_sweep._hand_over: (
+        handed.append(value.nbytes), f(value, into))[1])
+    monkeypatch.setattr(fast_sweep, "_copy", lambda value, like=None, f=fast_sweep._copy: (
+        copied.append(like) if isinstance(like, torch.Tensor) else None, f(value, like))[1])
     from dit_layer_lab.core.experiments.sweep import variants, windows
     from dit_layer_lab.core.patching import family_of, layer_plan
 
@@ -182,6 +193,9 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name):
             assert torch.equal(fast, naive), (w, (fast - naive).abs().max())
             assert not torch.equal(fast, baseline)
     assert_unchanged(model, base)
+    # every resumed block ran on the loop's own tensor: the model's device held no second copy of a state
+    assert handed and not copied, (len(handed), len(copied))
+    assert all(torch.equal(v, before) for v, before in given)
 
     _, report, _, _ = sweep(model, positive, negative, latent, mode="fast")
     found = by_window(report)
