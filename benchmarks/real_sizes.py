@@ -64,6 +64,9 @@ def _module(name):
     return module
 
 
+PeakRSS = _module("probe_cost").PeakRSS
+
+
 class Held:
     """Peak host RSS above the start, and on CUDA the peak allocated device memory above the start."""
 
@@ -79,7 +82,7 @@ class Held:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
-        self._rss = _module("probe_cost").PeakRSS().__enter__()
+        self._rss = PeakRSS().__enter__()
         self._start = time.perf_counter()
         return self
 

@@ -240,13 +240,13 @@ def test_a_resumed_block_gets_its_state_in_the_loop_s_own_tensor_never_in_one_th
         with torch.no_grad():
             with fast.recording():
                 fast.around_call(executor, x.clone(), torch.ones(1), None, None, None, {"cond_or_uncond": [0]})
-            recorded = {k: v.clone() for k, v in fast.states[next(iter(fast.states))][("double_blocks", 2)].items()}
+            (record,) = [call[("double_blocks", 2)] for call in fast.states.values()]
+            before = {part: v.clone() for part, v in record.items()}
             with fast.running(skip):
                 got = fast.around_call(executor, x, torch.ones(1), None, None, None, {"cond_or_uncond": [0]})
         assert torch.equal(got, full), call_x_as_img
         # the record itself is never what a block updates in place
-        assert all(torch.equal(v, fast.states[next(iter(fast.states))][("double_blocks", 2)][k])
-                   for k, v in recorded.items())
+        assert all(torch.equal(record[part], v) for part, v in before.items())
         # re-pointed, not written into: a view of what the loop's tensor held keeps its values
         assert torch.equal(executor.view, executor.values.view(-1))
         if call_x_as_img:  # the caller's x keeps its storage (the toy's block then updates a copy)

@@ -163,16 +163,16 @@ class RecordInput(nn.Module):
 class StartFrom(nn.Module):
     """The first executed step of a resumed variant: runs on the recorded state, not on what it is given.
 
-    ``call``: what the model call was given (its tensors keep what they hold); ``in_place``: whether the
-    loop's tensors may be handed the recorded states (see the module docstring).
+    ``call``: what the model call was given, whose tensors keep what they hold; the loop's other tensors are
+    handed the recorded states (see the module docstring). None: the block gets new copies.
     """
 
-    def __init__(self, layout: Layout, values: dict, module: nn.Module, call: tuple, in_place: bool):
+    def __init__(self, layout: Layout, values: dict, module: nn.Module, call: tuple | None):
         super().__init__()
-        self.module, self.layout, self.values, self.call, self.in_place = module, layout, values, call, in_place
+        self.module, self.layout, self.values, self.call = module, layout, values, call
 
     def forward(self, *args, **kwargs):
-        kept = _tensor_ids(self.call) if self.in_place else None
+        kept = None if self.call is None else _tensor_ids(self.call)
         args, kwargs = _replace(self.layout, args, kwargs, self.values, kept)
         return self.module(*args, **kwargs)
 
@@ -291,7 +291,7 @@ class FastSweep:
         r = self._resume
         if r.stream is None or stream != r.stream or position != 0:
             return module
-        return StartFrom(self._layout(stream), recorded[(stream, r.source)], module, call, self.in_place)
+        return StartFrom(self._layout(stream), recorded[(stream, r.source)], module, call if self.in_place else None)
 
     def _layout(self, stream: str) -> Layout:
         return self.family.hidden_states[stream]

@@ -170,10 +170,19 @@ def test_fast_mode_equals_one_evaluation_of_each_skip_bit_for_bit(name, monkeypa
     base = snapshot(model)
     given = [(v, v.clone()) for v in conditioning_tensors(positive, negative)]
     handed, copied = [], []  # how each resumed block got its recorded state (see fast_sweep's docstring)
-    monkeypatch.setattr(fast_sweep, "_hand_over", lambda value, into, f=fast_sweep._hand_over: (
-        handed.append(value.nbytes), f(value, into))[1])
-    monkeypatch.setattr(fast_sweep, "_copy", lambda value, like=None, f=fast_sweep._copy: (
-        copied.append(like) if isinstance(like, torch.Tensor) else None, f(value, like))[1])
+    hand_over, copy = fast_sweep._hand_over, fast_sweep._copy
+
+    def counted_hand_over(value, into):
+        handed.append(into)
+        return hand_over(value, into)
+
+    def counted_copy(value, like=None):
+        if isinstance(like, torch.Tensor):  # a copy in place of a block's input, not a recording
+            copied.append(like)
+        return copy(value, like)
+
+    monkeypatch.setattr(fast_sweep, "_hand_over", counted_hand_over)
+    monkeypatch.setattr(fast_sweep, "_copy", counted_copy)
     from dit_layer_lab.core.experiments.sweep import variants, windows
     from dit_layer_lab.core.patching import family_of, layer_plan
 
