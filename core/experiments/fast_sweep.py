@@ -91,18 +91,20 @@ def resume(base: Mapping[str, Steps], variant: Mapping[str, Steps]) -> Resume:
         stream, start, source = ev[p][0], ev[p][1], eb[p][1]
     else:
         stream, start, source = ev[p - 1][0], ev[p - 1][1], eb[p - 1][1]
-    streams = [s for s in STREAMS if s in variant]
-    at = streams.index(stream)
-    orders = {s: () if k < at else variant[s][start:] if k == at else variant[s] for k, s in enumerate(streams)}
-    return Resume(orders, stream, source)
+    return Resume(_starting_at(variant, stream, start), stream, source)
 
 
 def every_start(base: Mapping[str, Steps]) -> list[Resume]:
     """The baseline resumed at each of its executed steps: recording for these records every step's input,
     which is all that any plan on the baseline can need (a search does not know its plans in advance)."""
-    streams = [s for s in STREAMS if s in base]
-    return [Resume({t: () if k < at else base[t][i:] if k == at else base[t] for k, t in enumerate(streams)}, s, i)
-            for at, s in enumerate(streams) for i in range(len(base[s]))]
+    return [Resume(_starting_at(base, s, i), s, i) for s in STREAMS if s in base for i in range(len(base[s]))]
+
+
+def _starting_at(orders: Mapping[str, Steps], stream: str, start: int) -> dict[str, Steps]:
+    """``orders`` from ``stream``'s step ``start`` on: the streams before it run nothing."""
+    streams = [s for s in STREAMS if s in orders]
+    at = streams.index(stream)
+    return {s: () if k < at else orders[s][start:] if k == at else orders[s] for k, s in enumerate(streams)}
 
 
 # ------------------------------------------------------------------------------- hidden states
